@@ -1,0 +1,47 @@
+"""shmchannels: Django Channels 1.x on one host, over a POSIX shared-memory channel layer."""
+from setuptools import find_packages, setup
+
+setup(
+    name="shmchannels",
+    version="0.1.0",
+    description="Django Channels 1.x rebuilt for single-host production with no broker",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["shmlayer*", "interface*", "worker*", "supervisor*", "channels*"]),
+    include_package_data=True,
+    package_data={"shmlayer": ["py.typed"], "interface": ["py.typed"]},
+    install_requires=[
+        "django>=5.2,<6",
+        "gunicorn>=23,<28",
+        "posix-ipc>=1.1",
+        "wsproto>=1.2",
+        "h11>=0.14",
+        "setproctitle>=1.3",
+        # msgpack keeps bytes and str apart at any depth (asgi1.md §3), as asgi_redis did.
+        "msgpack>=1.0",
+        # redis-py for the multi-host layer (issue 6).
+        "redis>=5",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "websockets>=13",
+            "selenium>=4.20",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "shmchannels = supervisor.cli:main",
+            "shmchannels-interface = interface.cli:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Django :: 5.2",
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)

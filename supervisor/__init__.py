@@ -1,0 +1,1 @@
+"""supervisor: the shmchannels master — config, sockets, forking, signals, systemd."""

@@ -1,0 +1,1 @@
+"""worker: the Django worker process — receive, route, run consumers."""
