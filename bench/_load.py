@@ -1,0 +1,163 @@
+"""Load generators shared by the benchmark sections: wrk for HTTP, asyncio clients for WebSocket.
+
+Every loop here is bounded in count and time, and talks only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import statistics
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import websockets
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200, or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s: {last}")
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class HttpResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_latency(output: str, label: str) -> float:
+    match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    return float(match.group(1)) * _UNIT_MS[match.group(2)] if match else float("nan")
+
+
+def run_wrk(url: str, seconds: int = 5, connections: int = 32, threads: int = 1) -> HttpResult:
+    """Drive ``url`` with wrk for ``seconds`` and parse requests/s and latency percentiles."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = 0
+    for match in re.finditer(r"Non-2xx or 3xx responses:\s+(\d+)|Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in match.groups() if g)
+    return HttpResult(float(rps.group(1)) if rps else 0.0, _wrk_latency(out, "50"), _wrk_latency(out, "99"), errors)
+
+
+@dataclass
+class EchoResult:
+    msgs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    lost: int
+
+
+async def _echo_client(url: str, messages: int, rtts: list[float]) -> int:
+    lost = 0
+    async with websockets.connect(url, max_size=2**22, open_timeout=10) as ws:
+        for i in range(messages):
+            payload = f"echo {i}"
+            started = time.perf_counter()
+            await ws.send(payload)
+            try:
+                reply = await asyncio.wait_for(ws.recv(), timeout=10)
+            except asyncio.TimeoutError:
+                lost += 1
+                continue
+            rtts.append(time.perf_counter() - started)
+            if reply != payload:
+                lost += 1
+    return lost
+
+
+def ws_echo(url: str, clients: int, messages_per_client: int) -> EchoResult:
+    """``clients`` sockets each doing ``messages_per_client`` sequential round trips."""
+
+    async def main() -> EchoResult:
+        rtts: list[float] = []
+        started = time.perf_counter()
+        losses = await asyncio.wait_for(
+            asyncio.gather(*(_echo_client(url, messages_per_client, rtts) for _ in range(clients))), timeout=120
+        )
+        elapsed = time.perf_counter() - started
+        return EchoResult(len(rtts) / elapsed, percentile(rtts, 0.5) * 1000, percentile(rtts, 0.99) * 1000, sum(losses))
+
+    return asyncio.run(main())
+
+
+@dataclass
+class BroadcastResult:
+    deliveries_per_s: float
+    expected: int
+    lost: int
+
+
+def ws_broadcast(url: str, clients: int, messages: int) -> BroadcastResult:
+    """``clients`` sockets in one room; one of them sends ``messages``; time until all arrive."""
+
+    async def listener(ws, received: list[int], done: asyncio.Event) -> None:
+        count = 0
+        try:
+            while count < messages:
+                await asyncio.wait_for(ws.recv(), timeout=15)
+                count += 1
+        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            pass
+        received.append(count)
+
+    async def main() -> BroadcastResult:
+        sockets = []
+        try:
+            for _ in range(clients):
+                sockets.append(await websockets.connect(url, open_timeout=15, max_queue=None))
+            await asyncio.sleep(0.5)  # let every group_add land before the first send
+            received: list[int] = []
+            done = asyncio.Event()
+            tasks = [asyncio.create_task(listener(ws, received, done)) for ws in sockets]
+            started = time.perf_counter()
+            for i in range(messages):
+                await sockets[0].send(f"broadcast {i}")
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+            elapsed = time.perf_counter() - started
+            got = sum(received)
+            expected = clients * messages
+            # Deliveries/s counts what arrived; waiting for the slowest socket is part of the time.
+            return BroadcastResult(got / elapsed, expected, expected - got)
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def median_of(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,183 @@
+"""Whole-stack benchmark: shmchannels (master, 1 interface + 2 workers, shm layer) beside
+gunicorn sync, daphne 4 and gunicorn + uvicorn workers (Channels 4 + channels_redis).
+
+The peers live in their own virtualenv (``.bench/peers``, made on first use) so their
+``channels`` 4 package never meets ours. Every server is started here, on a free port on
+127.0.0.1, and stopped by pid; every load loop is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench import _load
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / ".bench" / "peers"
+PEER_PACKAGES = [
+    "django>=5.2,<6", "channels>=4,<5", "daphne>=4", "channels_redis>=4",
+    "uvicorn>=0.30", "uvicorn-worker", "gunicorn", "wsproto",
+]
+HTTP_SECONDS = 5
+ECHO_PLAN = [(1, 2000), (50, 60)]  # (clients, round trips per client)
+BROADCAST_PLAN = [(50, 50), (500, 20)]  # (clients, messages) — below the per-socket capacity of 100
+
+
+def ensure_peers() -> Path:
+    """Create the peers' virtualenv once; return its bin directory."""
+    stamp = PEERS / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+        subprocess.run([str(PEERS / "bin" / "pip"), "install", "-q", *PEER_PACKAGES], check=True)
+        stamp.touch()
+    return PEERS / "bin"
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | None = None) -> Iterator[subprocess.Popen]:
+    """Start ``cmd``, wait for ``ready_url``, and always stop it by pid (TERM, then KILL)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        if ready_url:
+            try:
+                _load.wait_http(ready_url, timeout=40)
+            except RuntimeError:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace")[-3000:])
+                raise
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    port = _load.free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), __import__("socket").create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure_servers() -> dict[str, dict[str, object]]:
+    """Start each server in turn and run the scenarios it supports."""
+    peers = ensure_peers()
+    results: dict[str, dict[str, object]] = {}
+    with redis_server() as redis_url:
+        segment = f"shmchannels-bench-{os.getpid()}"
+        servers = [
+            ("shmchannels", [str(ROOT / ".venv" / "bin" / "shmchannels"), "--interfaces", "1", "-w", "2", "--log-level", "warning",
+                             "-b", "127.0.0.1:{port}", "bench.sites.shm_site.settings"], {"BENCH_SEGMENT": segment}, True),
+            ("gunicorn sync (2 workers)", [str(peers / "gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}",
+                                           "bench.sites.peer_site.wsgi:application"], {}, False),
+            ("daphne 4", [str(peers / "daphne"), "-b", "127.0.0.1", "-p", "{port}", "bench.sites.peer_site.asgi:application"],
+             {"BENCH_REDIS_URL": redis_url}, True),
+            ("gunicorn + 2 uvicorn workers", [str(peers / "gunicorn"), "-w", "2", "-k", "uvicorn_worker.UvicornWorker",
+                                              "-b", "127.0.0.1:{port}", "bench.sites.peer_site.asgi:application"],
+             {"BENCH_REDIS_URL": redis_url}, True),
+        ]
+        for name, template, env, websockets_too in servers:
+            port = _load.free_port()
+            cmd = [part.replace("{port}", str(port)) for part in template]
+            base = f"127.0.0.1:{port}"
+            row: dict[str, object] = {}
+            print(f"   measuring {name}", file=sys.stderr, flush=True)
+            try:
+                with process(cmd, env, ready_url=f"http://{base}/"):
+                    row["http"] = _load.run_wrk(f"http://{base}/", seconds=HTTP_SECONDS)
+                    if websockets_too:
+                        for clients, count in ECHO_PLAN:
+                            row[f"echo{clients}"] = _load.ws_echo(f"ws://{base}/echo/", clients, count)
+                        for clients, count in BROADCAST_PLAN:
+                            row[f"broadcast{clients}"] = _load.ws_broadcast(f"ws://{base}/room/", clients, count)
+            except Exception as exc:  # report the failure in the table rather than losing the run
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                if name == "shmchannels":
+                    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "shmlayer", "unlink", segment],
+                                   cwd=ROOT, capture_output=True)
+            results[name] = row
+    return results
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "–" if value != value else f"{value:,.{digits}f}"
+
+
+def render(results: dict[str, dict[str, object]]) -> str:
+    names = list(results)
+    ours = results.get("shmchannels", {})
+    lines = ["## Whole stack: shmchannels vs gunicorn, daphne 4, uvicorn (Channels 4 + channels_redis)\n",
+             f"HTTP: the same plain Django view, wrk 1 thread × 32 connections × {HTTP_SECONDS} s. "
+             "WebSocket: one asyncio client process (the `websockets` library); echo = sequential round trips "
+             "per client; broadcast = one client sends, every client in the room must receive every message.\n"]
+    header = "| scenario | " + " | ".join(names) + " | shmchannels ÷ best peer |"
+    lines += [header, "|" + "---|" * (len(names) + 2)]
+
+    def row(label: str, key: str, metric: str, digits: int = 0, higher_is_better: bool = True) -> None:
+        cells, peer_values = [], []
+        for name in names:
+            res = results[name].get(key)
+            value = getattr(res, metric) if res is not None else float("nan")
+            cells.append(_fmt(value, digits))
+            if name != "shmchannels" and value == value:
+                peer_values.append(value)
+        mine = getattr(ours.get(key), metric) if ours.get(key) is not None else float("nan")
+        if peer_values and mine == mine:
+            best = max(peer_values) if higher_is_better else min(peer_values)
+            ratio = f"{mine / best:.2f}×" if best else "–"
+        else:
+            ratio = "–"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+
+    row("HTTP requests/s", "http", "rps")
+    row("HTTP p50 ms", "http", "p50_ms", 2, False)
+    row("HTTP p99 ms", "http", "p99_ms", 2, False)
+    row("HTTP errors", "http", "errors")
+    for clients, _ in ECHO_PLAN:
+        row(f"WS echo msgs/s, {clients} client(s)", f"echo{clients}", "msgs_per_s")
+        row(f"WS echo p50 ms, {clients} client(s)", f"echo{clients}", "p50_ms", 2, False)
+        row(f"WS echo p99 ms, {clients} client(s)", f"echo{clients}", "p99_ms", 2, False)
+    for clients, _ in BROADCAST_PLAN:
+        row(f"broadcast deliveries/s, {clients} clients", f"broadcast{clients}", "deliveries_per_s")
+        row(f"broadcast lost, {clients} clients", f"broadcast{clients}", "lost", 0, False)
+    errors = [f"- {name}: {res['error']}" for name, res in results.items() if "error" in res]
+    if errors:
+        lines += ["", "Errors during the run:", *errors]
+    return "\n".join(lines) + "\n"
+
+
+def run() -> str:
+    return render(measure_servers())
+
+
+if __name__ == "__main__":
+    print(run())
