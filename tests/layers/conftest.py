@@ -1,0 +1,88 @@
+"""Layer fixtures for the conformance suite: one factory per layer name.
+
+Every test that takes ``layer`` or ``make_layer`` runs once per entry of
+:data:`LAYER_FACTORIES` (test ids end in ``[inmemory]``, ``[shm]``, ...; select one with
+``-k inmemory``). A layer whose import fails makes its tests *error*: a broken layer is
+never skipped silently.
+
+Adding a layer (e.g. Redis): write a context-manager factory below that takes the layer
+kwargs (``capacity``, ``expiry``, ``group_expiry``, ``channel_capacity``,
+``max_message_size``), yields a fresh, empty layer and cleans up everything it made, then
+add it to ``LAYER_FACTORIES`` (and, if its tests need a marker, to ``LAYER_MARKS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from typing import Any, Callable, ContextManager, Iterator
+
+import pytest
+
+_counter = itertools.count()
+
+
+@contextlib.contextmanager
+def inmemory_layer(**kwargs: Any) -> Iterator[Any]:
+    """A fresh ``InMemoryChannelLayer``."""
+    from channels.layers.inmemory import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer(**kwargs)
+    try:
+        yield layer
+    finally:
+        layer.close()
+
+
+@contextlib.contextmanager
+def shm_layer(**kwargs: Any) -> Iterator[Any]:
+    """A ``ShmChannelLayer`` on its own 8 MiB segment, unlinked afterwards."""
+    import shmlayer
+
+    kwargs.setdefault("size", 8 * 1024 * 1024)
+    name = f"shmch-test-{os.getpid()}-{next(_counter)}"
+    layer = shmlayer.ShmChannelLayer(name=name, **kwargs)
+    try:
+        yield layer
+    finally:
+        try:
+            layer.unlink()
+        finally:
+            layer.close()
+        leftovers = [entry for entry in os.listdir("/dev/shm") if name in entry]
+        assert not leftovers, f"shm layer left {leftovers} in /dev/shm"
+
+
+#: layer name -> factory(**layer kwargs) -> context manager yielding a fresh layer.
+LAYER_FACTORIES: dict[str, Callable[..., ContextManager[Any]]] = {
+    "inmemory": inmemory_layer,
+    "shm": shm_layer,
+    # "redis": redis_layer,  <- the Redis layer's factory goes here
+}
+
+#: layer name -> pytest marks applied to every test run against that layer.
+LAYER_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=LAYER_MARKS.get(name, ()), id=name) for name in LAYER_FACTORIES])
+def layer_name(request: pytest.FixtureRequest) -> str:
+    """The name of the layer under test (a key of LAYER_FACTORIES)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_layer(layer_name: str) -> Iterator[Callable[..., Any]]:
+    """``make_layer(**kwargs)`` builds a fresh layer of the current kind; all torn down after."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**kwargs: Any) -> Any:
+            return stack.enter_context(LAYER_FACTORIES[layer_name](**kwargs))
+
+        yield make
+
+
+@pytest.fixture
+def layer(make_layer: Callable[..., Any]) -> Any:
+    """A fresh layer with default settings."""
+    return make_layer()
