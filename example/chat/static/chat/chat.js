@@ -5,7 +5,8 @@
  *   announcement ({"type": "announce", text, created});
  * - sends the input's text as a plain text frame on Enter (the tutorial's protocol: the
  *   server stamps the username it took from the query string);
- * - shows the connection state in #state (data-state = connecting | open | waiting);
+ * - shows the connection state in #state (data-state = connecting | open | waiting;
+ *   data-opens counts the successful connects of this page);
  * - reconnects after any close with jittered exponential backoff (0.5 s doubling up to
  *   15 s, each wait drawn from [d/2, d] so a restarted server is not hit by every
  *   browser in the same millisecond);
@@ -34,6 +35,7 @@
   var retryTimer = null;
   var countdownTimer = null;
   var lastId = 0;
+  var opens = 0;
   var seen = {};
 
   function socketUrl() {
@@ -102,7 +104,7 @@
 
   function addAnnouncement(data) {
     removePlaceholder();
-    list.appendChild(makeItem("announce", { username: "📣", text: data.text, created: data.created }));
+    list.appendChild(makeItem("announce", { username: "notice", text: data.text, created: data.created }));
     scrollToEnd();
   }
 
@@ -153,6 +155,8 @@
     socket = ws;
     ws.onopen = function () {
       attempts = 0;
+      opens += 1;
+      stateEl.dataset.opens = String(opens);
       setState("open", "connected");
       fetchMissed();
     };
