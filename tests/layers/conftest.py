@@ -54,15 +54,43 @@ def shm_layer(**kwargs: Any) -> Iterator[Any]:
         assert not leftovers, f"shm layer left {leftovers} in /dev/shm"
 
 
+#: URL of the session's private redis-server, set by ``_redis_for_layers`` (redis tests only).
+_redis_url: list[str] = []
+
+
+@contextlib.contextmanager
+def redis_layer(**kwargs: Any) -> Iterator[Any]:
+    """A ``RedisChannelLayer`` on the private redis-server, with a prefix of its own, flushed afterwards."""
+    from channels.layers.redis import RedisChannelLayer
+
+    prefix = f"conf-{os.getpid()}-{next(_counter)}:"
+    layer = RedisChannelLayer(hosts=[_redis_url[-1]], prefix=prefix, **kwargs)
+    try:
+        yield layer
+    finally:
+        try:
+            layer.flush()
+            layer.shards[0].client.delete(prefix + "epoch")
+        finally:
+            layer.close()
+
+
+@pytest.fixture(autouse=True)
+def _redis_for_layers(request: pytest.FixtureRequest) -> None:
+    # Starts (once per session) the private redis-server only for tests run against "redis".
+    if "layer_name" in request.fixturenames and request.getfixturevalue("layer_name") == "redis":
+        _redis_url[:] = [request.getfixturevalue("redis_server").url]
+
+
 #: layer name -> factory(**layer kwargs) -> context manager yielding a fresh layer.
 LAYER_FACTORIES: dict[str, Callable[..., ContextManager[Any]]] = {
     "inmemory": inmemory_layer,
     "shm": shm_layer,
-    # "redis": redis_layer,  <- the Redis layer's factory goes here
+    "redis": redis_layer,
 }
 
 #: layer name -> pytest marks applied to every test run against that layer.
-LAYER_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {}
+LAYER_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {"redis": (pytest.mark.redis,)}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=LAYER_MARKS.get(name, ()), id=name) for name in LAYER_FACTORIES])
