@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping
 
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import RequestDataTooBig
 from django.core.handlers import base
 from django.http import (
     FileResponse,
@@ -177,6 +178,13 @@ class AsgiRequest(HttpRequest):
         self.method = _text(content.get("method"), "method").upper()
         self.META = self._build_meta(content)
         self._set_content_type_params(self.META)
+        self._data_too_big = False
+        self._body_limit = self._in_memory_limit()
+        try:
+            declared = int(self.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise InvalidRequestMessage("http.request Content-Length is not a number") from None
+        self._check_limit(declared)
         self._stream = self._read_body(content)
         if "CONTENT_LENGTH" not in self.META:
             # A chunked upload has no Content-Length; Django's multipart parser reads
@@ -185,6 +193,37 @@ class AsgiRequest(HttpRequest):
             self._stream.seek(0)
             if size:
                 self.META["CONTENT_LENGTH"] = str(size)
+
+    def _in_memory_limit(self) -> int | None:
+        """DATA_UPLOAD_MAX_MEMORY_SIZE for bodies Django reads whole; None for multipart.
+
+        Multipart file parts stream to upload handlers and do not count (Django's rule);
+        its non-file fields are still checked by Django's multipart parser.
+        """
+        if self.content_type == "multipart/form-data":
+            return None
+        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    def _check_limit(self, size: int) -> None:
+        if self._body_limit is not None and size > self._body_limit:
+            self._data_too_big = True
+            raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+
+    @property
+    def body(self) -> bytes:
+        """The whole body (Django's); flags an over-limit body so the handler answers 413."""
+        try:
+            return super().body
+        except RequestDataTooBig:
+            self._data_too_big = True
+            raise
+
+    def _load_post_and_files(self) -> None:
+        try:
+            super()._load_post_and_files()
+        except RequestDataTooBig:
+            self._data_too_big = True
+            raise
 
     def _build_path(self, content: Mapping[str, Any]) -> None:
         self.path = _text(content.get("path"), "path")
@@ -238,6 +277,7 @@ class AsgiRequest(HttpRequest):
         stream = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
         try:
             stream.write(body)
+            self._check_limit(len(body))
             body_channel = content.get("body_channel")
             if body_channel:
                 self._read_body_channel(body_channel, stream)
@@ -277,6 +317,7 @@ class AsgiRequest(HttpRequest):
             if not isinstance(data, bytes):
                 raise InvalidRequestMessage("request body chunk 'content' must be bytes")
             stream.write(data)
+            self._check_limit(stream.tell())
             if not chunk.get("more_content", False):
                 return
 
@@ -319,6 +360,10 @@ def _response_headers(response: HttpResponseBase) -> list[list[bytes]]:
     for cookie in response.cookies.values():
         headers.append([b"Set-Cookie", cookie.output(header="").strip().encode("latin-1")])
     return headers
+
+
+def _too_big() -> HttpResponse:
+    return HttpResponse("413 Request body too large", status=413)
 
 
 def _split(data: bytes, size: int) -> Iterator[bytes]:
@@ -401,12 +446,21 @@ class AsgiHandler(base.BaseHandler):
             response: HttpResponseBase = HttpResponseBadRequest(f"400 Bad Request: {exc}")
         except RequestTimeout:
             response = HttpResponse("408 Request Timeout (upload too slow)", status=408)
+        except RequestDataTooBig:
+            response = _too_big()
         except RequestAborted:
             # The client went away mid-upload: nobody to answer.
             signals.request_finished.send(sender=self.__class__)
             return
         else:
             response = self.get_response(request)
+            if request._data_too_big and response.status_code == 400:
+                # Django answers RequestDataTooBig with 400; HTTP has 413 for it (RFC 9110
+                # §15.5.14), which Channels 1.x sent. The request's closers move over.
+                replacement = _too_big()
+                replacement._resource_closers.extend(response._resource_closers)
+                response._resource_closers.clear()
+                response = replacement
         response._handler_class = self.__class__
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
