@@ -85,10 +85,8 @@ def ws_message(message, room_name):
 
 @channel_session
 def ws_disconnect(message, room_name):
-    """Leave the room's group and drop the channel session of the closed socket."""
+    """Leave the room's group (channel_session cleans up the session of a closed socket)."""
     room_group(message.channel_session.get("room", room_name)).discard(message.reply_channel)
-    # The session is keyed by a reply channel that will never be used again.
-    message.channel_session.flush()
 
 
 def msg_consumer(message):
