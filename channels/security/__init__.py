@@ -1,0 +1,1 @@
+"""Security helpers for consumers (origin checks of WebSocket handshakes)."""
