@@ -211,7 +211,7 @@ class RedisChannelLayer(BaseChannelLayer):
         try:
             status, drops = self._run(index, "SEND", channel, body, self._expiry_ms, self.get_capacity(channel))
         except redis.exceptions.ResponseError as exc:
-            if "OOM" in str(exc):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
                 raise ChannelFull(f"Redis {self.shards[index].label} is out of memory (maxmemory): {exc}") from exc
             raise
         self._apply_drops(index, drops)
