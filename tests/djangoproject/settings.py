@@ -35,3 +35,12 @@ CHANNEL_LAYERS = {
         "ROUTING": "tests.djangoproject.routing.channel_routing",
     },
 }
+
+# Worker process tests (tests/worker/test_runworker.py) run `runworker` in subprocesses,
+# which the in-memory layer cannot reach: they select a shm layer with its own segment.
+if os.environ.get("SHMCHANNELS_TEST_LAYER") == "shm":
+    CHANNEL_LAYERS["default"] = {
+        "BACKEND": "shmlayer.ShmChannelLayer",
+        "CONFIG": {"name": os.environ["SHMCHANNELS_TEST_SEGMENT"]},
+        "ROUTING": os.environ.get("SHMCHANNELS_TEST_ROUTING", CHANNEL_LAYERS["default"]["ROUTING"]),
+    }
