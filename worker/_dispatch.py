@@ -50,13 +50,19 @@ consumer_started.connect(close_old_connections, dispatch_uid="worker.close_old_c
 consumer_finished.connect(close_old_connections, dispatch_uid="worker.close_old_connections.finished")
 
 
+def _retries(content: dict[str, Any]) -> int:
+    """The ConsumeLater count of a message (0 when absent or not an int)."""
+    value = content.get("__retries__", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _raw(layer_wrapper: Any) -> Any:
     return getattr(layer_wrapper, "channel_layer", layer_wrapper)
 
 
 def _requeue(layer: Any, channel: str, content: dict[str, Any], message_retries: int) -> None:
     """ConsumeLater: put ``content`` back on ``channel`` with a bumped ``__retries__``."""
-    retries = int(content.get("__retries__", 0)) + 1
+    retries = _retries(content) + 1
     if retries > message_retries:
         logger.warning(
             "Exceeded %d retries for a message on %s; dropped: %s", message_retries, channel, repr(content)[:100]
@@ -114,8 +120,12 @@ def dispatch(
     from channels.message import Message
 
     started = time.perf_counter()
-    message = Message(content, channel, layer_wrapper)
-    if int(content.get("__retries__", 0) or 0) == message_retries:
+    try:
+        message = Message(content, channel, layer_wrapper)
+    except (TypeError, ValueError) as exc:
+        logger.error("Dropped a malformed message on %s: %s", channel, exc)
+        return False
+    if _retries(content) == message_retries:
         # Channels 1.x marked the last chance so decorators can warn; not public API.
         message.__doomed__ = True
     try:

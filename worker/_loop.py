@@ -138,6 +138,7 @@ class Worker:
         self._beat_lock = threading.Lock()
         self._last_beat = 0.0
         self._states: list[_ThreadState] = []
+        self._exit_code = 0
 
     # ------------------------------------------------------------------ control
 
@@ -171,7 +172,10 @@ class Worker:
     # ------------------------------------------------------------------ run
 
     def run(self) -> int:
-        """Consume until stopped; returns the exit code (0, or 1 when nothing to listen on).
+        """Consume until stopped; returns the exit code.
+
+        0 after a stop; 1 when there is nothing to listen on or a consumer thread was
+        ended by ``SystemExit``/``KeyboardInterrupt``.
 
         Raises:
             RuntimeError: ``signal_handlers`` is True but this is not the main thread.
@@ -211,7 +215,7 @@ class Worker:
                 logger.info("Quick shutdown: exiting without waiting for consumers")
                 return 0
             if not any(thread.is_alive() for thread in workers):
-                return 0
+                return self._exit_code
             if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stopping:
                 logger.warning("Parent process %s is gone; shutting down", self.parent_pid)
                 self.stop()
@@ -250,6 +254,17 @@ class Worker:
                 logger.exception("Worker heartbeat callback failed")
 
     def _consume_loop(self, state: _ThreadState, channels: list[str]) -> None:
+        try:
+            self._receive_and_dispatch(state, channels)
+        except BaseException as exc:
+            # SystemExit/KeyboardInterrupt from a consumer (or a bug here) ends this thread:
+            # stop the whole worker so the master starts a fresh one.
+            logger.error("Consumer thread ended by %r; stopping the worker", exc,
+                         exc_info=not isinstance(exc, SystemExit))
+            self._exit_code = 1
+            self.stop()
+
+    def _receive_and_dispatch(self, state: _ThreadState, channels: list[str]) -> None:
         layer = self.layer
         log_each = self.verbosity >= 2
         while not self._stopping.is_set():
@@ -271,6 +286,10 @@ class Worker:
                     self.channel_layer, channel, content, sender=type(self),
                     message_retries=self.message_retries, callback=self.callback, log_each=log_each,
                 )
+            except Exception:
+                # dispatch contains consumer failures; this is a failure of the worker's own
+                # machinery (e.g. routing objects): log it and keep the thread alive.
+                logger.exception("Worker failed to dispatch a message on %s", channel)
             finally:
                 state.busy_since = None
             self._count_message()

@@ -528,3 +528,12 @@ def test_view_consumer_serves_static_files_in_debug(layer):
     with override_settings(DEBUG=False):
         ViewConsumer()(request_message(layer, path="/static/app.css"))
         assert read_replies(layer)[0]["status"] == 404
+
+
+def test_request_sent_on_the_layer_is_answered_on_its_reply_channel(layer):
+    layer.send("http.request", dict(request_message(layer, path="/echo/", query_string=b"via=layer").content))
+    channel, content = layer.receive(["http.request"], block=True)
+    AsgiHandler()(Message(content, channel, ChannelLayerWrapper(layer, "default", [])))
+    replies = read_replies(layer)
+    assert replies[0]["status"] == 200
+    assert json.loads(body_of(replies))["GET"] == {"via": "layer"}

@@ -250,3 +250,23 @@ def test_http_request_through_the_default_view_consumer():
         reply = wait_for(lambda: layer.receive(["interface.loop!"], block=False)[1])
     assert reply["status"] == 200
     assert reply["content"] == b"Hello world! You asked for /hello/"
+
+
+def test_malformed_message_is_dropped_and_the_worker_goes_on(caplog):
+    handled = []
+    wrapper = make_wrapper([route("test.m", lambda m: handled.append(m["n"]))])
+    with caplog.at_level(logging.ERROR, logger="django.channels.worker"):
+        with running(wrapper) as handle:
+            wrapper.channel_layer.send("test.m", {"n": 1, "reply_channel": 12345, "__retries__": "x"})
+            wrapper.channel_layer.send("test.m", {"n": 2})
+            wait_for(lambda: handled == [2] and handle.worker.messages_handled == 2)
+    assert "malformed message on test.m" in caplog.text
+
+
+def test_sys_exit_in_a_consumer_stops_the_worker_with_code_1():
+    import sys
+
+    wrapper = make_wrapper([route("test.exit", lambda m: sys.exit(3))])
+    with running(wrapper, threads=2) as handle:
+        wrapper.channel_layer.send("test.exit", {})
+        assert handle.join(5) == 1
