@@ -1,0 +1,59 @@
+"""``python -m shmlayer stats [NAME] | flush NAME | unlink NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ._segment import SegmentError, default_segment_name, segment_path, validate_segment_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 error, 2 usage)."""
+    parser = argparse.ArgumentParser(prog="python -m shmlayer", description="Inspect or manage a shmchannels segment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    stats = sub.add_parser("stats", help="channels, groups, memory and processes of a segment")
+    stats.add_argument("name", nargs="?", help="segment name (default: this project's)")
+    stats.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    stats.add_argument("--limit", type=int, default=50, help="rows per section (default 50)")
+    for command, text in (("flush", "empty every channel and group"), ("unlink", "remove the segment")):
+        sub.add_parser(command, help=text).add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        name = validate_segment_name(args.name) if args.name else default_segment_name()
+    except TypeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "unlink":
+        try:
+            os.unlink(segment_path(name))
+        except FileNotFoundError:
+            print(f"error: no shm segment named {name!r}", file=sys.stderr)
+            return 1
+        print(f"unlinked {segment_path(name)}")
+        return 0
+    from .layer import ShmChannelLayer
+
+    try:
+        layer = ShmChannelLayer(name=name, _create=False)
+    except (SegmentError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "flush":
+            layer.flush()
+            print(f"flushed {name}")
+            return 0
+        from ._stats import format_stats
+
+        snap = layer.stats()
+        print(json.dumps(snap, indent=2, sort_keys=True) if args.json else format_stats(snap, args.limit))
+        return 0 if not snap["problems"] else 1
+    finally:
+        layer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,827 @@
+"""Operations on the mapped tables: channels, queues, groups, memberships, waiters.
+
+Every method here runs with the segment lock held (the layer takes it) and returns a
+status code instead of raising for expected conditions (full channel, exhausted segment),
+so an exception escaping a critical section always means "something went wrong half way"
+and leaves the dirty word set for recovery.
+
+Write order ("link last"): a new node, entry or membership is filled in completely before
+the one store that makes it reachable from a hash chain or a queue (``bucket = i``,
+``tail.next = node`` / ``head = node``); an entry, membership or node is first made
+unreachable by one store and only then recycled. Everything else (counts, tails,
+free lists, refcounts, group/channel membership lists, waiter counters) is derived, and
+recovery recomputes it, so a holder killed between any two stores loses at most the
+message it was moving.
+
+Expiry side effects are deferred to the end of each operation (:meth:`Store.finish`):
+channels that lost a message to expiry leave all their groups, and entries left empty are
+freed. Doing it in the middle would let a ``send_group`` walk into memberships that were
+just recycled.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from . import _layout as L
+from ._heap import Heap
+from ._segment import Segment
+
+OK, FULL, NOSPACE = 0, 1, 2
+
+# Word (u32) offsets of entry fields, derived from the layout tables.
+_C = {k: v >> 2 for k, v in L.C.items()}
+_G = {k: v >> 2 for k, v in L.G.items()}
+_M = {k: v >> 2 for k, v in L.M.items()}
+_N = {k: v >> 2 for k, v in L.N.items()}
+_WS = {k: v >> 2 for k, v in L.W.items()}
+CW, GW, MW, NW, WW = L.CHAN_SIZE >> 2, L.GROUP_SIZE >> 2, L.MEMBER_SIZE >> 2, L.NODE_SIZE >> 2, L.WAITER_SIZE >> 2
+
+C_HNEXT, C_HASH, C_FLAGS, C_NLEN = _C["hnext"], _C["hash"], _C["flags"], _C["name_len"]
+C_HEAD, C_TAIL, C_QCOUNT, C_NCOUNT = _C["head"], _C["tail"], _C["qcount"], _C["ncount"]
+C_QUEUE, C_REFS, C_MHEAD, C_GEN = _C["queue"], _C["refs"], _C["mhead"], _C["gen"]
+C_CAP, C_NFULL, C_NEXP, C_NSENT = _C["cap"], _C["n_full"], _C["n_expired"], _C["n_sent"]
+C_NAME = L.C["name"]
+G_HNEXT, G_HASH, G_FLAGS, G_NLEN = _G["hnext"], _G["hash"], _G["flags"], _G["name_len"]
+G_MHEAD, G_MCOUNT, G_GEN, G_NSENT = _G["mhead"], _G["mcount"], _G["gen"], _G["n_sent"]
+G_NAME = L.G["name"]
+M_HNEXT, M_HASH, M_FLAGS, M_GROUP, M_CHAN = _M["hnext"], _M["hash"], _M["flags"], _M["group"], _M["chan"]
+M_GPREV, M_GNEXT, M_CPREV, M_CNEXT = _M["gprev"], _M["gnext"], _M["cprev"], _M["cnext"]
+M_STAMP_B = L.M["stamp"]
+N_NEXT, N_CHAN, N_PAYLOAD, N_FLAGS = _N["next"], _N["chan"], _N["payload"], _N["flags"]
+N_SENT_B, N_EXPIRES_B = L.N["sent"], L.N["expires"]
+W_PID, W_STATE, W_NB, W_BUCKETS = _WS["pid"], _WS["state"], _WS["nbuckets"], _WS["buckets"]
+
+_HW = {k: v >> 2 for k, v in L.H.items()}
+_HQ = {k: v >> 3 for k, v in L.H.items() if v % 8 == 0}
+H_CHAN_FREE, H_CHAN_BUMP = _HW["chan_free"], _HW["chan_bump"]
+H_GROUP_FREE, H_GROUP_BUMP = _HW["group_free"], _HW["group_bump"]
+H_MEMBER_FREE, H_MEMBER_BUMP = _HW["member_free"], _HW["member_bump"]
+H_NODE_FREE, H_NODE_BUMP = _HW["node_free"], _HW["node_bump"]
+H_SWEEP, H_WILD, H_WBUMP = _HW["sweep_cursor"], _HW["wild_waiters"], _HW["waiter_bump"]
+Q_SENT, Q_RECEIVED, Q_FULL, Q_EXPIRED = _HQ["n_sent"], _HQ["n_received"], _HQ["n_full"], _HQ["n_expired"]
+Q_GSKIP, Q_SEGFULL, Q_GSENDS = _HQ["n_group_skipped"], _HQ["n_segment_full"], _HQ["n_group_sends"]
+Q_MEXPIRED, Q_DISCARDED = _HQ["n_members_expired"], _HQ["n_discarded"]
+
+STATE_FREE, STATE_IDLE, STATE_ARMED = 0, 1, 2
+_MASK32 = 0xFFFFFFFF
+
+
+def name_hash(name: bytes) -> int:
+    """The channel/group hash every process computes the same way (crc32)."""
+    return zlib.crc32(name)
+
+
+def member_hash(group: int, chan: int) -> int:
+    return ((group * 0x9E3779B1) ^ (chan * 0x85EBCA77)) & _MASK32
+
+
+def kind_of(name: bytes) -> int:
+    """KIND_PREFIX for ``x!``, KIND_LOCAL for ``x!y``, else KIND_NORMAL."""
+    bang = name.find(b"!")
+    if bang < 0:
+        return L.KIND_NORMAL
+    return L.KIND_PREFIX if bang == len(name) - 1 else L.KIND_LOCAL
+
+
+class Store:
+    """Table operations on one mapped segment. Call only with the segment lock held."""
+
+    def __init__(self, segment: Segment) -> None:
+        g = segment.geometry
+        self.segment = segment
+        self.geometry = g
+        self.u32 = segment.u32
+        self.u64 = segment.u64
+        self.f64 = segment.f64
+        self.mv = segment.mv
+        self.heap = Heap(segment)
+        self.cw = g.chan_off >> 2
+        self.cbw = g.chan_bucket_off >> 2
+        self.cmask = g.n_chan_buckets - 1
+        self.bww = g.bucket_waiters_off >> 2
+        self.gw = g.group_off >> 2
+        self.gbw = g.group_bucket_off >> 2
+        self.gmask = g.n_group_buckets - 1
+        self.mw = g.member_off >> 2
+        self.mbw = g.member_bucket_off >> 2
+        self.mmask = g.n_member_buckets - 1
+        self.nw = g.node_off >> 2
+        self.ww = g.waiter_off >> 2
+        self.expired_chans: list[int] = []
+        self.maybe_free: list[int] = []
+        self.wake: list[int] = []
+        self._chan_cache: dict[bytes, tuple[int, int]] = {}
+        self._group_cache: dict[bytes, tuple[int, int]] = {}
+
+    # ================================================================ channel entries
+
+    def chan_name(self, i: int) -> bytes:
+        e = self.cw + i * CW
+        start = e * 4 + C_NAME
+        return bytes(self.mv[start : start + self.u32[e + C_NLEN]])
+
+    def lookup_chan(self, name: bytes, h: int) -> int:
+        """Index of the in-use entry called ``name`` (hash ``h``), or 0."""
+        u32 = self.u32
+        cached = self._chan_cache.get(name)
+        if cached is not None:
+            i, gen = cached
+            e = self.cw + i * CW
+            if u32[e + C_GEN] == gen and u32[e + C_FLAGS] & 1:
+                return i
+        i = u32[self.cbw + (h & self.cmask)]
+        n = len(name)
+        mv, cw = self.mv, self.cw
+        while i:
+            e = cw + i * CW
+            if u32[e + C_HASH] == h and u32[e + C_NLEN] == n:
+                start = e * 4 + C_NAME
+                if mv[start : start + n] == name:
+                    if len(self._chan_cache) > 20000:
+                        self._chan_cache.clear()
+                    self._chan_cache[name] = (i, u32[e + C_GEN])
+                    return i
+            i = u32[e + C_HNEXT]
+        return 0
+
+    def _create_chan(self, name: bytes, h: int, kind: int, cap: int, queue: int) -> int:
+        u32 = self.u32
+        i = u32[H_CHAN_FREE]
+        if i:
+            u32[H_CHAN_FREE] = u32[self.cw + i * CW + C_HNEXT]
+        else:
+            i = u32[H_CHAN_BUMP]
+            if i >= self.geometry.n_channels:
+                return 0
+            u32[H_CHAN_BUMP] = i + 1
+        e = self.cw + i * CW
+        gen = (u32[e + C_GEN] + 1) & _MASK32
+        for w in range(C_NAME >> 2):
+            u32[e + w] = 0
+        start = e * 4 + C_NAME
+        self.mv[start : start + len(name)] = name
+        u32[e + C_HASH] = h
+        u32[e + C_NLEN] = len(name)
+        u32[e + C_FLAGS] = 1 | (kind << 1)
+        u32[e + C_QUEUE] = queue or i
+        u32[e + C_CAP] = cap
+        u32[e + C_GEN] = gen
+        bucket = self.cbw + (h & self.cmask)
+        u32[e + C_HNEXT] = u32[bucket]
+        u32[bucket] = i  # link last
+        return i
+
+    def chan_for(self, name: bytes, h: int, cap: int) -> int:
+        """Find or create the entry for a send/group_add target name; 0 if the table is full."""
+        i = self.lookup_chan(name, h)
+        if i:
+            return i
+        kind = kind_of(name)
+        if kind == L.KIND_LOCAL:
+            prefix = name[: name.index(b"!") + 1]
+            ph = name_hash(prefix)
+            q = self.lookup_chan(prefix, ph) or self._create_chan(prefix, ph, L.KIND_PREFIX, cap, 0)
+            if not q:
+                return 0
+            i = self._create_chan(name, h, kind, cap, q)
+            if i:
+                self.u32[self.cw + q * CW + C_REFS] += 1
+            else:
+                self.maybe_free.append(q)
+            return i
+        return self._create_chan(name, h, kind, cap, 0)
+
+    def _free_chan_if_unused(self, i: int) -> None:
+        u32 = self.u32
+        e = self.cw + i * CW
+        if not u32[e + C_FLAGS] & 1:
+            return
+        if u32[e + C_QCOUNT] or u32[e + C_NCOUNT] or u32[e + C_MHEAD] or u32[e + C_REFS]:
+            return
+        self._unchain(self.cbw + (u32[e + C_HASH] & self.cmask), i, self.cw, CW, C_HNEXT)
+        u32[e + C_FLAGS] = 0
+        u32[e + C_GEN] = (u32[e + C_GEN] + 1) & _MASK32
+        u32[e + C_HNEXT] = u32[H_CHAN_FREE]
+        u32[H_CHAN_FREE] = i
+        q = u32[e + C_QUEUE]
+        if q != i:
+            eq = self.cw + q * CW
+            if u32[eq + C_REFS]:
+                u32[eq + C_REFS] -= 1
+            self._free_chan_if_unused(q)
+
+    def _unchain(self, bucket_w: int, i: int, base: int, stride: int, next_w: int) -> None:
+        """Unlink entry ``i`` from the hash chain starting at word ``bucket_w`` (one store)."""
+        u32 = self.u32
+        cur = u32[bucket_w]
+        if cur == i:
+            u32[bucket_w] = u32[base + i * stride + next_w]
+            return
+        while cur:
+            nxt_w = base + cur * stride + next_w
+            nxt = u32[nxt_w]
+            if nxt == i:
+                u32[nxt_w] = u32[base + i * stride + next_w]
+                return
+            cur = nxt
+
+    # ====================================================================== nodes
+
+    def _new_node(self) -> int:
+        u32 = self.u32
+        n = u32[H_NODE_FREE]
+        if n:
+            u32[H_NODE_FREE] = u32[self.nw + n * NW + N_NEXT]
+            return n
+        n = u32[H_NODE_BUMP]
+        if n >= self.geometry.n_nodes:
+            return 0
+        u32[H_NODE_BUMP] = n + 1
+        return n
+
+    def _free_node(self, n: int) -> None:
+        u32 = self.u32
+        w = self.nw + n * NW
+        u32[w + N_FLAGS] = 0
+        u32[w + N_NEXT] = u32[H_NODE_FREE]
+        u32[H_NODE_FREE] = n
+
+    def _enqueue(self, i: int, block: int, now: float, expires: float) -> bool:
+        """Link a node for ``block`` at the tail of entry ``i``'s queue; False if no node."""
+        u32, f64 = self.u32, self.f64
+        n = self._new_node()
+        if not n:
+            return False
+        w = self.nw + n * NW
+        u32[w + N_NEXT] = 0
+        u32[w + N_CHAN] = i
+        u32[w + N_PAYLOAD] = block
+        u32[w + N_FLAGS] = 1
+        fb = w >> 1
+        f64[fb + (N_SENT_B >> 3)] = now
+        f64[fb + (N_EXPIRES_B >> 3)] = expires
+        e = self.cw + i * CW
+        q = u32[e + C_QUEUE]
+        eq = self.cw + q * CW
+        tail = u32[eq + C_TAIL]
+        if tail:
+            u32[self.nw + tail * NW + N_NEXT] = n  # link last
+        else:
+            u32[eq + C_HEAD] = n  # link last
+        u32[eq + C_TAIL] = n
+        u32[eq + C_QCOUNT] += 1
+        u32[e + C_NCOUNT] += 1
+        u32[e + C_NSENT] = (u32[e + C_NSENT] + 1) & _MASK32
+        u32[(block >> 2) + 1] += 1
+        self.u64[Q_SENT] += 1
+        bucket = u32[eq + C_HASH] & self.cmask
+        if u32[self.bww + bucket] or u32[H_WILD]:
+            self._collect_waiters(bucket)
+        return True
+
+    def _pop_head(self, eq: int, n: int) -> int:
+        """Unlink the head node ``n`` of the queue at entry word ``eq``; return its channel."""
+        u32 = self.u32
+        w = self.nw + n * NW
+        nxt = u32[w + N_NEXT]
+        u32[eq + C_HEAD] = nxt  # the one store that takes it off the queue
+        if not nxt:
+            u32[eq + C_TAIL] = 0
+        u32[eq + C_QCOUNT] -= 1
+        chan = u32[w + N_CHAN]
+        u32[self.cw + chan * CW + C_NCOUNT] -= 1
+        return chan
+
+    def _drop_node(self, n: int, chan: int, expired: bool) -> None:
+        u32 = self.u32
+        w = self.nw + n * NW
+        self.heap.decref(u32[w + N_PAYLOAD])
+        self._free_node(n)
+        if expired:
+            self.u64[Q_EXPIRED] += 1
+            e = self.cw + chan * CW
+            u32[e + C_NEXP] = (u32[e + C_NEXP] + 1) & _MASK32
+            self.expired_chans.append(chan)
+        self.maybe_free.append(chan)
+
+    def reclaim_expired(self, q: int, now: float, scan: bool = False) -> None:
+        """Drop expired messages at the head of queue ``q`` (all of them when ``scan``)."""
+        u32, f64 = self.u32, self.f64
+        eq = self.cw + q * CW
+        nw = self.nw
+        n = u32[eq + C_HEAD]
+        while n and f64[((nw + n * NW) >> 1) + (N_EXPIRES_B >> 3)] <= now:
+            chan = self._pop_head(eq, n)
+            self._drop_node(n, chan, True)
+            n = u32[eq + C_HEAD]
+        if not scan or not n:
+            return
+        # Senders with different ``expiry`` settings can leave an expired node behind a
+        # live head; only a full channel pays for this walk.
+        prev = n
+        n = u32[nw + n * NW + N_NEXT]
+        while n:
+            w = nw + n * NW
+            nxt = u32[w + N_NEXT]
+            if f64[(w >> 1) + (N_EXPIRES_B >> 3)] <= now:
+                u32[nw + prev * NW + N_NEXT] = nxt
+                if not nxt:
+                    u32[eq + C_TAIL] = prev
+                u32[eq + C_QCOUNT] -= 1
+                chan = u32[w + N_CHAN]
+                u32[self.cw + chan * CW + C_NCOUNT] -= 1
+                self._drop_node(n, chan, True)
+            else:
+                prev = n
+            n = nxt
+
+    def sweep(self, now: float, budget: int) -> None:
+        """Visit ``budget`` channel entries round-robin and drop their expired heads."""
+        u32, f64 = self.u32, self.f64
+        bump = u32[H_CHAN_BUMP]
+        cursor = u32[H_SWEEP]
+        cw, nw = self.cw, self.nw
+        for _ in range(budget):
+            cursor += 1
+            if cursor >= bump:
+                cursor = 1
+                if bump <= 1:
+                    break
+            e = cw + cursor * CW
+            if u32[e + C_FLAGS] & 1 and u32[e + C_QCOUNT]:
+                n = u32[e + C_HEAD]
+                if f64[((nw + n * NW) >> 1) + (N_EXPIRES_B >> 3)] <= now:
+                    self.reclaim_expired(cursor, now)
+        u32[H_SWEEP] = cursor
+
+    def sweep_all(self, now: float) -> None:
+        """Drop every expired message (the heap or node table ran short)."""
+        u32 = self.u32
+        for i in range(1, u32[H_CHAN_BUMP]):
+            e = self.cw + i * CW
+            if u32[e + C_FLAGS] & 1 and u32[e + C_QCOUNT]:
+                self.reclaim_expired(i, now, scan=True)
+        self.finish(now)
+
+    # ======================================================================= send
+
+    def _has_room(self, i: int, now: float) -> bool:
+        u32 = self.u32
+        e = self.cw + i * CW
+        if u32[e + C_NCOUNT] < u32[e + C_CAP]:
+            return True
+        q = u32[e + C_QUEUE]
+        self.reclaim_expired(q, now, scan=True)
+        return u32[e + C_NCOUNT] < u32[e + C_CAP]
+
+    def _alloc(self, data: bytes, now: float) -> int:
+        block = self.heap.alloc(len(data))
+        if not block:
+            self.sweep_all(now)
+            block = self.heap.alloc(len(data))
+            if not block:
+                return 0
+        self.heap.write(block, data)
+        return block
+
+    def send(self, name: bytes, h: int, data: bytes, now: float, expires: float, cap: int) -> int:
+        """Queue ``data`` on channel ``name``: OK, FULL or NOSPACE."""
+        u32 = self.u32
+        self.sweep(now, 1)
+        i = self.chan_for(name, h, cap)
+        if not i:
+            self.u64[Q_SEGFULL] += 1
+            return NOSPACE
+        if not self._has_room(i, now):
+            e = self.cw + i * CW
+            u32[e + C_NFULL] = (u32[e + C_NFULL] + 1) & _MASK32
+            self.u64[Q_FULL] += 1
+            return FULL
+        block = self._alloc(data, now)
+        if block and not self._enqueue(i, block, now, expires):
+            self.heap.free(block)
+            block = 0
+        if not block:
+            self.maybe_free.append(i)
+            self.u64[Q_SEGFULL] += 1
+            return NOSPACE
+        return OK
+
+    # ==================================================================== receive
+
+    def receive(self, targets: list[tuple[bytes, int]], start: int, now: float) -> tuple[bytes, bytes] | None:
+        """Pop the first live message of the first non-empty target (from ``start``).
+
+        Returns (exact channel name, payload copy) or None.
+        """
+        u32, f64 = self.u32, self.f64
+        cw, nw = self.cw, self.nw
+        count = len(targets)
+        for k in range(count):
+            name, h = targets[(start + k) % count]
+            q = self.lookup_chan(name, h)
+            if not q:
+                continue
+            eq = cw + q * CW
+            n = u32[eq + C_HEAD]
+            while n:
+                w = nw + n * NW
+                chan = self._pop_head(eq, n)
+                if f64[(w >> 1) + (N_EXPIRES_B >> 3)] <= now:
+                    self._drop_node(n, chan, True)
+                    n = u32[eq + C_HEAD]
+                    continue
+                block = u32[w + N_PAYLOAD]
+                payload = self.heap.payload(block)
+                full_name = name if chan == q else self.chan_name(chan)
+                self.heap.decref(block)
+                self._free_node(n)
+                self.maybe_free.append(chan)
+                self.u64[Q_RECEIVED] += 1
+                return full_name, payload
+        return None
+
+    # ===================================================================== groups
+
+    def lookup_group(self, name: bytes, h: int) -> int:
+        u32 = self.u32
+        cached = self._group_cache.get(name)
+        if cached is not None:
+            g, gen = cached
+            e = self.gw + g * GW
+            if u32[e + G_GEN] == gen and u32[e + G_FLAGS] & 1:
+                return g
+        g = u32[self.gbw + (h & self.gmask)]
+        n = len(name)
+        while g:
+            e = self.gw + g * GW
+            if u32[e + G_HASH] == h and u32[e + G_NLEN] == n:
+                start = e * 4 + G_NAME
+                if self.mv[start : start + n] == name:
+                    if len(self._group_cache) > 5000:
+                        self._group_cache.clear()
+                    self._group_cache[name] = (g, u32[e + G_GEN])
+                    return g
+            g = u32[e + G_HNEXT]
+        return 0
+
+    def _create_group(self, name: bytes, h: int) -> int:
+        u32 = self.u32
+        g = u32[H_GROUP_FREE]
+        if g:
+            u32[H_GROUP_FREE] = u32[self.gw + g * GW + G_HNEXT]
+        else:
+            g = u32[H_GROUP_BUMP]
+            if g >= self.geometry.n_groups:
+                return 0
+            u32[H_GROUP_BUMP] = g + 1
+        e = self.gw + g * GW
+        gen = (u32[e + G_GEN] + 1) & _MASK32
+        for w in range(G_NAME >> 2):
+            u32[e + w] = 0
+        start = e * 4 + G_NAME
+        self.mv[start : start + len(name)] = name
+        u32[e + G_HASH] = h
+        u32[e + G_NLEN] = len(name)
+        u32[e + G_FLAGS] = 1
+        u32[e + G_GEN] = gen
+        bucket = self.gbw + (h & self.gmask)
+        u32[e + G_HNEXT] = u32[bucket]
+        u32[bucket] = g  # link last
+        return g
+
+    def _free_group_if_empty(self, g: int) -> None:
+        u32 = self.u32
+        e = self.gw + g * GW
+        if not u32[e + G_FLAGS] & 1 or u32[e + G_MHEAD]:
+            return
+        self._unchain(self.gbw + (u32[e + G_HASH] & self.gmask), g, self.gw, GW, G_HNEXT)
+        u32[e + G_FLAGS] = 0
+        u32[e + G_GEN] = (u32[e + G_GEN] + 1) & _MASK32
+        u32[e + G_HNEXT] = u32[H_GROUP_FREE]
+        u32[H_GROUP_FREE] = g
+
+    def group_name(self, g: int) -> bytes:
+        e = self.gw + g * GW
+        start = e * 4 + G_NAME
+        return bytes(self.mv[start : start + self.u32[e + G_NLEN]])
+
+    def _lookup_member(self, g: int, c: int) -> int:
+        u32 = self.u32
+        m = u32[self.mbw + (member_hash(g, c) & self.mmask)]
+        while m:
+            w = self.mw + m * MW
+            if u32[w + M_GROUP] == g and u32[w + M_CHAN] == c and u32[w + M_FLAGS] & 1:
+                return m
+            m = u32[w + M_HNEXT]
+        return 0
+
+    def _stamp_index(self, m: int) -> int:
+        return ((self.mw + m * MW) >> 1) + (M_STAMP_B >> 3)
+
+    def group_add(self, gname: bytes, gh: int, cname: bytes, ch: int, now: float, cap: int) -> int:
+        """Add (or re-stamp) a membership: OK or NOSPACE."""
+        u32 = self.u32
+        c = self.chan_for(cname, ch, cap)
+        if not c:
+            self.u64[Q_SEGFULL] += 1
+            return NOSPACE
+        g = self.lookup_group(gname, gh) or self._create_group(gname, gh)
+        if not g:
+            self.maybe_free.append(c)
+            self.u64[Q_SEGFULL] += 1
+            return NOSPACE
+        m = self._lookup_member(g, c)
+        if m:
+            self.f64[self._stamp_index(m)] = now
+            return OK
+        m = u32[H_MEMBER_FREE]
+        if m:
+            u32[H_MEMBER_FREE] = u32[self.mw + m * MW + M_HNEXT]
+        else:
+            m = u32[H_MEMBER_BUMP]
+            if m >= self.geometry.n_members:
+                self.maybe_free.append(c)
+                self._free_group_if_empty(g)
+                self.u64[Q_SEGFULL] += 1
+                return NOSPACE
+            u32[H_MEMBER_BUMP] = m + 1
+        w = self.mw + m * MW
+        mh = member_hash(g, c)
+        u32[w + M_HASH] = mh
+        u32[w + M_FLAGS] = 1
+        u32[w + M_GROUP] = g
+        u32[w + M_CHAN] = c
+        self.f64[self._stamp_index(m)] = now
+        self._link_member_lists(m, g, c)
+        bucket = self.mbw + (mh & self.mmask)
+        u32[w + M_HNEXT] = u32[bucket]
+        u32[bucket] = m  # link last
+        return OK
+
+    def _link_member_lists(self, m: int, g: int, c: int) -> None:
+        u32 = self.u32
+        w = self.mw + m * MW
+        ge = self.gw + g * GW
+        head = u32[ge + G_MHEAD]
+        u32[w + M_GPREV] = 0
+        u32[w + M_GNEXT] = head
+        if head:
+            u32[self.mw + head * MW + M_GPREV] = m
+        u32[ge + G_MHEAD] = m
+        u32[ge + G_MCOUNT] += 1
+        ce = self.cw + c * CW
+        head = u32[ce + C_MHEAD]
+        u32[w + M_CPREV] = 0
+        u32[w + M_CNEXT] = head
+        if head:
+            u32[self.mw + head * MW + M_CPREV] = m
+        u32[ce + C_MHEAD] = m
+
+    def remove_member(self, m: int) -> None:
+        """Drop membership ``m`` (hash chain first: that is the store recovery trusts)."""
+        u32 = self.u32
+        w = self.mw + m * MW
+        g, c = u32[w + M_GROUP], u32[w + M_CHAN]
+        self._unchain(self.mbw + (u32[w + M_HASH] & self.mmask), m, self.mw, MW, M_HNEXT)
+        prev, nxt = u32[w + M_GPREV], u32[w + M_GNEXT]
+        if prev:
+            u32[self.mw + prev * MW + M_GNEXT] = nxt
+        else:
+            u32[self.gw + g * GW + G_MHEAD] = nxt
+        if nxt:
+            u32[self.mw + nxt * MW + M_GPREV] = prev
+        prev, nxt = u32[w + M_CPREV], u32[w + M_CNEXT]
+        if prev:
+            u32[self.mw + prev * MW + M_CNEXT] = nxt
+        else:
+            u32[self.cw + c * CW + C_MHEAD] = nxt
+        if nxt:
+            u32[self.mw + nxt * MW + M_CPREV] = prev
+        u32[self.gw + g * GW + G_MCOUNT] -= 1
+        u32[w + M_FLAGS] = 0
+        u32[w + M_HNEXT] = u32[H_MEMBER_FREE]
+        u32[H_MEMBER_FREE] = m
+        self._free_group_if_empty(g)
+        self.maybe_free.append(c)
+
+    def group_discard(self, gname: bytes, gh: int, cname: bytes, ch: int) -> None:
+        g = self.lookup_group(gname, gh)
+        c = self.lookup_chan(cname, ch)
+        if g and c:
+            m = self._lookup_member(g, c)
+            if m:
+                self.remove_member(m)
+
+    def leave_all_groups(self, c: int) -> None:
+        """Drop every membership of channel ``c`` (its message expired unread)."""
+        u32 = self.u32
+        e = self.cw + c * CW
+        m = u32[e + C_MHEAD]
+        while m and u32[e + C_FLAGS] & 1:
+            nxt = u32[self.mw + m * MW + M_CNEXT]
+            self.remove_member(m)
+            self.u64[Q_MEXPIRED] += 1
+            m = nxt
+
+    def group_channels(self, gname: bytes, gh: int, now: float, group_expiry: float) -> list[bytes]:
+        """Names of the live members; expired memberships are dropped on the way."""
+        u32, f64 = self.u32, self.f64
+        g = self.lookup_group(gname, gh)
+        names = []
+        m = u32[self.gw + g * GW + G_MHEAD] if g else 0
+        while m:
+            w = self.mw + m * MW
+            nxt = u32[w + M_GNEXT]
+            if f64[self._stamp_index(m)] + group_expiry <= now:
+                self.remove_member(m)
+                self.u64[Q_MEXPIRED] += 1
+            else:
+                names.append(self.chan_name(u32[w + M_CHAN]))
+            m = nxt
+        return names
+
+    def send_group(self, gname: bytes, gh: int, data: bytes, now: float, expires: float, group_expiry: float) -> int:
+        """One reference per live, non-full member to a single stored payload: OK or NOSPACE."""
+        u32, f64 = self.u32, self.f64
+        self.sweep(now, 1)
+        g = self.lookup_group(gname, gh)
+        if not g:
+            return OK
+        ge = self.gw + g * GW
+        u32[ge + G_NSENT] = (u32[ge + G_NSENT] + 1) & _MASK32
+        self.u64[Q_GSENDS] += 1
+        block = self._alloc(data, now)
+        if not block:
+            self.u64[Q_SEGFULL] += 1
+            return NOSPACE
+        cw, mw = self.cw, self.mw
+        stamp_off = M_STAMP_B >> 3
+        m = u32[ge + G_MHEAD]
+        nospace = False
+        while m:
+            w = mw + m * MW
+            nxt = u32[w + M_GNEXT]
+            if f64[(w >> 1) + stamp_off] + group_expiry <= now:
+                self.remove_member(m)
+                self.u64[Q_MEXPIRED] += 1
+            else:
+                c = u32[w + M_CHAN]
+                e = cw + c * CW
+                if u32[e + C_NCOUNT] >= u32[e + C_CAP] and not self._has_room(c, now):
+                    u32[e + C_NFULL] = (u32[e + C_NFULL] + 1) & _MASK32
+                    self.u64[Q_FULL] += 1
+                    self.u64[Q_GSKIP] += 1
+                elif not self._enqueue(c, block, now, expires):
+                    nospace = True
+                    self.u64[Q_SEGFULL] += 1
+            m = nxt
+        if not u32[(block >> 2) + 1]:
+            self.heap.free(block)
+        return NOSPACE if nospace else OK
+
+    # ============================================================ whole-layer ops
+
+    def discard_prefix(self, prefix: bytes) -> int:
+        """Drop the messages and memberships of every channel named ``prefix*``."""
+        u32 = self.u32
+        dropped = 0
+        for i in range(1, u32[H_CHAN_BUMP]):
+            e = self.cw + i * CW
+            if not u32[e + C_FLAGS] & 1 or u32[e + C_NLEN] < len(prefix):
+                continue
+            start = e * 4 + C_NAME
+            if self.mv[start : start + len(prefix)] != prefix:
+                continue
+            n = u32[e + C_HEAD]
+            while n:
+                chan = self._pop_head(e, n)
+                self._drop_node(n, chan, False)
+                dropped += 1
+                n = u32[e + C_HEAD]
+            m = u32[e + C_MHEAD]
+            while m:
+                nxt = u32[self.mw + m * MW + M_CNEXT]
+                self.remove_member(m)
+                m = nxt
+            self.maybe_free.append(i)
+        self.u64[Q_DISCARDED] += dropped
+        return dropped
+
+    def flush(self) -> None:
+        """Empty every channel and group (waiters stay)."""
+        u32 = self.u32
+        for i in range(1, u32[H_CHAN_BUMP]):
+            e = self.cw + i * CW
+            u32[e + C_FLAGS] = 0
+            u32[e + C_GEN] = (u32[e + C_GEN] + 1) & _MASK32
+        for g in range(1, u32[H_GROUP_BUMP]):
+            e = self.gw + g * GW
+            u32[e + G_FLAGS] = 0
+            u32[e + G_GEN] = (u32[e + G_GEN] + 1) & _MASK32
+        geo = self.geometry
+        for off, count in (
+            (geo.chan_bucket_off, geo.n_chan_buckets),
+            (geo.group_bucket_off, geo.n_group_buckets),
+            (geo.member_bucket_off, geo.n_member_buckets),
+        ):
+            self.mv[off : off + count * 4] = bytes(count * 4)
+        for free, bump in (
+            (H_CHAN_FREE, H_CHAN_BUMP), (H_GROUP_FREE, H_GROUP_BUMP),
+            (H_MEMBER_FREE, H_MEMBER_BUMP), (H_NODE_FREE, H_NODE_BUMP),
+        ):
+            u32[free] = 0
+            u32[bump] = 1
+        u32[H_SWEEP] = 0
+        self.heap.reset()
+        self.expired_chans.clear()
+        self.maybe_free.clear()
+        self._chan_cache.clear()
+        self._group_cache.clear()
+
+    def finish(self, now: float) -> None:
+        """Deferred expiry effects: expired channels leave their groups; free empty entries."""
+        expired = self.expired_chans
+        while expired:
+            c = expired.pop()
+            if self.u32[self.cw + c * CW + C_FLAGS] & 1:
+                self.leave_all_groups(c)
+        pending = self.maybe_free
+        while pending:
+            self._free_chan_if_unused(pending.pop())
+
+    # ==================================================================== waiters
+
+    def _collect_waiters(self, bucket: int) -> None:
+        """Disarm every armed waiter interested in ``bucket``; remember it for waking."""
+        u32 = self.u32
+        ww = self.ww
+        for s in range(u32[H_WBUMP]):
+            w = ww + s * WW
+            if u32[w + W_STATE] != STATE_ARMED:
+                continue
+            nb = u32[w + W_NB]
+            if nb == L.WILDCARD or bucket in self.u32[w + W_BUCKETS : w + W_BUCKETS + nb]:
+                self.disarm(s)
+                self.wake.append(s)
+
+    def claim_waiter(self, pid: int, alive: Any) -> int:
+        """Take a free waiter slot for ``pid`` (reclaiming slots of dead processes); -1 if none."""
+        u32 = self.u32
+        n = self.geometry.n_waiters
+        bump = u32[H_WBUMP]
+        for s in range(n):
+            w = self.ww + s * WW
+            if s >= bump:
+                u32[H_WBUMP] = s + 1
+            elif u32[w + W_PID] and alive(u32[w + W_PID]):
+                continue
+            self.disarm(s)
+            u32[w + W_PID] = pid
+            u32[w + W_STATE] = STATE_IDLE
+            u32[w + W_NB] = 0
+            return s
+        return -1
+
+    def release_waiter(self, s: int) -> None:
+        self.disarm(s)
+        w = self.ww + s * WW
+        self.u32[w + W_STATE] = STATE_FREE
+        self.u32[w + W_PID] = 0
+
+    def arm(self, s: int, buckets: list[int] | None) -> None:
+        """Mark slot ``s`` as sleeping on ``buckets`` (None: every channel)."""
+        u32 = self.u32
+        w = self.ww + s * WW
+        if u32[w + W_STATE] == STATE_ARMED:
+            self.disarm(s)
+        if buckets is None or len(buckets) > L.MAX_WAIT_BUCKETS:
+            u32[w + W_NB] = L.WILDCARD
+            u32[H_WILD] += 1
+        else:
+            u32[w + W_NB] = len(buckets)
+            for k, b in enumerate(buckets):
+                u32[w + W_BUCKETS + k] = b
+                u32[self.bww + b] += 1
+        u32[w + W_STATE] = STATE_ARMED
+
+    def disarm(self, s: int) -> None:
+        u32 = self.u32
+        w = self.ww + s * WW
+        if u32[w + W_STATE] != STATE_ARMED:
+            return
+        u32[w + W_STATE] = STATE_IDLE
+        nb = u32[w + W_NB]
+        if nb == L.WILDCARD:
+            if u32[H_WILD]:
+                u32[H_WILD] -= 1
+            return
+        for k in range(nb):
+            b = u32[w + W_BUCKETS + k]
+            if u32[self.bww + b]:
+                u32[self.bww + b] -= 1
+
+    def waiter_armed(self, s: int) -> bool:
+        return self.u32[self.ww + s * WW + W_STATE] == STATE_ARMED
