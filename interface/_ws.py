@@ -1,0 +1,435 @@
+"""Sans-I/O WebSocket connection: frames in → ASGI 1 messages out, replies in → frames out.
+
+A :class:`WebSocketConnection` takes over a socket whose HTTP core saw an upgrade
+request. It sends ``websocket.connect`` (order 0) and holds the handshake until the
+application answers (asgi1.md §8 reply table); frames that arrive before that are
+buffered, never forwarded early. Once open, each complete message (fragments
+assembled, empty ones included) becomes one ``websocket.receive`` with the next
+``order``; the end of the connection, whoever ends it, becomes one
+``websocket.disconnect`` with ``order`` = last + 1 and the close code (1006 when the
+socket just dropped). Ping/pong keepalive and the connection lifetime stay in here.
+
+Lifecycle (RFC 6455 §4 and §7), applied by ``_lifecycle.Lifecycle``::
+
+    HANDSHAKE --accept--> OPEN --close (ours)--> CLOSING --remote_close/drop--> CLOSED
+        |                   \\--remote_close/drop-------------------------------^
+        \\--reject/drop----------------------------------------------------------^
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from enum import Enum
+from typing import Any, Callable, Mapping
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import RemoteProtocolError
+
+from . import _asgi1
+from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull
+from ._lifecycle import Lifecycle
+from ._options import Options
+
+__all__ = ["WSState", "WebSocketConnection"]
+
+log = logging.getLogger("interface.websocket")
+
+#: Bytes of early frames held during the handshake before reading pauses.
+MAX_HELD = 64 * 1024
+#: Seconds a ``websocket.receive`` may wait for room in the layer before close 1013.
+RECEIVE_RETRY_FOR = 1.0
+
+
+class WSState(Enum):
+    """Where one WebSocket connection is (RFC 6455 §4 opening, §7 closing)."""
+
+    #: ``websocket.connect`` sent; the 101 is held until the application answers.
+    HANDSHAKE = 0
+    #: Handshake complete; messages flow both ways.
+    OPEN = 1
+    #: We sent a close frame and wait for the peer's.
+    CLOSING = 2
+    #: Finished; the transport closes the socket after writing what is queued.
+    CLOSED = 3
+
+
+_S = WSState
+TRANSITIONS: dict[tuple[WSState, str], WSState] = {
+    (_S.HANDSHAKE, "accept"): _S.OPEN,
+    (_S.HANDSHAKE, "reject"): _S.CLOSED,
+    (_S.HANDSHAKE, "drop"): _S.CLOSED,
+    (_S.OPEN, "close"): _S.CLOSING,
+    (_S.OPEN, "remote_close"): _S.CLOSED,
+    (_S.OPEN, "drop"): _S.CLOSED,
+    (_S.CLOSING, "remote_close"): _S.CLOSED,
+    (_S.CLOSING, "drop"): _S.CLOSED,
+}
+
+
+class WebSocketConnection:
+    """One WebSocket connection's protocol state.
+
+    Args:
+        info: addresses and the reply-channel prefix; the reply channel is the prefix.
+        options: server options (timeouts, subprotocols, message size limit).
+        request: the upgrade request the HTTP core parsed.
+        trailing: bytes that followed the request head.
+        lifetime: maximum connection lifetime in seconds, or None.
+        clock: monotonic clock in seconds (tests pass a fake one).
+    """
+
+    def __init__(self, info: ConnInfo, options: Options, request: h11.Request, trailing: bytes = b"",
+                 lifetime: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.info = info
+        self.options = options
+        self.reply_channel = info.reply_prefix
+        self._clock = clock
+        self._life: Lifecycle[WSState] = Lifecycle(TRANSITIONS, WSState.HANDSHAKE)
+        self._out = bytearray()
+        self._effects: list[Any] = []
+        self._held = bytearray(trailing)
+        self._parts: list[Any] = []
+        self._part_size = 0
+        self._order = 0
+        self._muted = False
+        self._notified = False
+        now = clock()
+        self._started = now
+        self._lifetime = lifetime
+        self._last_rx = now
+        self._ping_sent: float | None = None
+        self._closing_since = 0.0
+        self._deadline: float | None = now + options.websocket_connect_timeout
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._offered: list[str] = []
+        self.path = request.target.decode("latin-1")
+        try:
+            scope = _asgi1.request_scope(request.target, list(request.headers), info.client, info.server,
+                                         options, websocket=True)
+        except _asgi1.BadRequest:
+            scope = None
+        self._client = scope.client if scope else None
+        try:
+            if scope is None:
+                raise RemoteProtocolError("path is not UTF-8", event_hint=RejectConnection(status_code=400))
+            self._ws.initiate_upgrade_connection(list(request.headers), request.target)
+            for event in self._ws.events():
+                if isinstance(event, Request):
+                    self._offered = list(event.subprotocols)
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection(status_code=400)
+            log.info("bad WebSocket handshake from %s: %s", info.client, exc)
+            self._write_reject(hint)
+            self._life.fire("drop")
+            self._deadline = None
+            return
+        self.path = scope.path
+        self._access("WSCONNECTING")
+        self._effects.append(LayerSend("websocket.connect", _asgi1.websocket_connect(scope, self.reply_channel),
+                                       OnFull.REFUSE))
+
+    # -- what the transport reads ------------------------------------------------------
+
+    @property
+    def state(self) -> WSState:
+        """The lifecycle state."""
+        return self._life.state
+
+    @property
+    def closed(self) -> bool:
+        """True once the socket should be closed (after writing ``pop_data()``)."""
+        return self._life.state is WSState.CLOSED
+
+    @property
+    def wants_read(self) -> bool:
+        """False while reading should pause (handshake pending with a full buffer, or closed)."""
+        state = self._life.state
+        if state is WSState.HANDSHAKE:
+            return len(self._held) < MAX_HELD
+        return state is not WSState.CLOSED
+
+    @property
+    def busy(self) -> bool:
+        """WebSockets never block a graceful stop; :meth:`shutdown` closes them."""
+        return False
+
+    @property
+    def deadline(self) -> float | None:
+        """Clock time at which :meth:`tick` has something to do, or None."""
+        return self._deadline
+
+    def pop_data(self) -> bytes:
+        """Bytes to write to the socket, in order; clears the buffer."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def pop_effects(self) -> list[Any]:
+        """Queued effects (LayerSend, AccessRecord), in order; clears the queue."""
+        effects, self._effects = self._effects, []
+        return effects
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
+        state = self._life.state
+        if state is WSState.CLOSED:
+            return
+        if not data:
+            self._drop(1006)
+            return
+        if state is WSState.HANDSHAKE:
+            self._held += data
+            return
+        self._last_rx = self._clock()
+        self._ping_sent = None
+        self._ws.receive_data(data)
+        self._process()
+
+    def connection_lost(self) -> None:
+        """The socket broke: the peer is gone without a close frame (code 1006)."""
+        self._drop(1006)
+
+    def handle_reply(self, local: str, message: Mapping[str, Any]) -> None:
+        """Apply one Send/Close/Accept message (asgi1.md §8 reply table)."""
+        state = self._life.state
+        if state is WSState.CLOSED or state is WSState.CLOSING:
+            log.debug("dropping reply for closed WebSocket %s", self.reply_channel)
+            return
+        try:
+            reply = _asgi1.parse_websocket_reply(message)
+        except _asgi1.ReplyError as exc:
+            log.error("bad reply on %s (%s): %s", self.reply_channel, self.path, exc)
+            return
+        if state is WSState.HANDSHAKE:
+            has_data = bool(reply.data)
+            if reply.accept is True or (reply.accept is None and has_data):
+                self._accept()
+            elif reply.accept is False or reply.close is not None:
+                self._reject(403)
+                return
+            else:
+                log.debug("reply without accept/data/close during the handshake of %s ignored", self.reply_channel)
+                return
+        if reply.data is not None:
+            self._send_message(reply.data)
+        if reply.close is not None and self._life.state is WSState.OPEN:
+            self._local_close(reply.close, notify=True)
+
+    def send_refused(self, send: LayerSend, too_large: bool = False) -> None:
+        """The layer refused ``send``: reject the handshake (503) or close 1013/1009."""
+        if send.channel == "websocket.connect":
+            if self._life.state is WSState.HANDSHAKE:
+                log.warning("websocket.connect channel full: 503 for %s", self.path)
+                self._write_reject(RejectConnection(status_code=503))
+                self._access("WSREJECT")
+                self._notified = True  # the connect never reached anyone: no disconnect
+                self._life.fire("reject")
+                self._deadline = None
+        elif send.channel == "websocket.receive" and self._life.state is WSState.OPEN:
+            if too_large:
+                self._local_close(1009, notify=True)
+            else:
+                # asgi1.md §5: close 1013 and stop forwarding; a muted socket gets no disconnect.
+                log.warning("websocket.receive full for %s: closing 1013", self.reply_channel)
+                self._muted = True
+                self._local_close(1013, notify=False)
+
+    def tick(self) -> None:
+        """Apply whichever timer has passed: connect timeout, ping, lifetime, close wait."""
+        now = self._clock()
+        if self._deadline is None or now < self._deadline:
+            return
+        state = self._life.state
+        if state is WSState.HANDSHAKE:
+            log.info("no answer to websocket.connect for %s within %ss: 403", self.path,
+                     self.options.websocket_connect_timeout)
+            self._reject(403)
+        elif state is WSState.OPEN:
+            if self._lifetime is not None and now >= self._started + self._lifetime:
+                self._local_close(1000, notify=True)
+            elif self._ping_sent is not None and now >= self._ping_sent + self.options.ping_timeout:
+                log.info("WebSocket %s did not answer a ping: dropping", self.reply_channel)
+                self._drop(1006)
+            elif self._ping_sent is None and now >= self._last_rx + self.options.ping_interval:
+                self._ping_sent = now
+                self._write(Ping(payload=b"keepalive"))
+            self._set_open_deadline()
+        elif state is WSState.CLOSING:
+            self._drop(1006, notify=False)
+
+    def shutdown(self, code: int = 1001) -> None:
+        """Server going away (1001) or layer lost (1012): close now, tell the application."""
+        state = self._life.state
+        if state is WSState.HANDSHAKE:
+            self._reject(503)
+        elif state is WSState.OPEN:
+            self._local_close(code, notify=True)
+
+    abort = shutdown
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        for event in self._ws.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                if self._life.state is not WSState.OPEN:
+                    continue
+                self._parts.append(event.data)  # type: ignore[union-attr]
+                self._part_size += len(event.data)  # type: ignore[union-attr]
+                if self._part_size > self.options.websocket_max_message_size:
+                    self._local_close(1009, notify=True)
+                    self._parts.clear()
+                    continue
+                if event.message_finished:  # type: ignore[union-attr]
+                    if kind is TextMessage:
+                        data: str | bytes = "".join(self._parts)
+                    else:
+                        data = b"".join(self._parts)
+                    self._parts = []
+                    self._part_size = 0
+                    self._forward(data)
+            elif kind is Ping:
+                if self._ws.state is ConnectionState.OPEN:
+                    self._write(event.response())  # type: ignore[union-attr]
+            elif kind is Pong:
+                pass
+            elif kind is CloseConnection:
+                self._on_close(event)  # type: ignore[arg-type]
+                return
+
+    def _on_close(self, event: CloseConnection) -> None:
+        ws_state = self._ws.state
+        if ws_state is ConnectionState.REMOTE_CLOSING:
+            # The peer closed: answer with the same code (RFC 6455 §5.5.1), then we are done.
+            self._write(event.response())
+            self._finish_close(event.code)
+        elif ws_state is ConnectionState.CLOSED:
+            # Our close was answered.
+            self._finish_close(event.code)
+        else:
+            # wsproto reports a protocol violation (1002) or bad UTF-8 (1007) this way:
+            # fail the connection with that code and stop reading.
+            log.info("WebSocket %s protocol error: %s", self.reply_channel, event.reason)
+            if self._ws.state is ConnectionState.OPEN:
+                self._write(CloseConnection(code=event.code))
+            self._notify(event.code)
+            self._access("WSDISCONNECT")
+            self._life.fire("drop")
+            self._deadline = None
+
+    def _finish_close(self, code: int) -> None:
+        self._notify(code)
+        if self._life.state is WSState.OPEN:
+            self._access("WSDISCONNECT")
+        self._life.fire("remote_close")
+        self._deadline = None
+
+    def _forward(self, data: str | bytes) -> None:
+        if self._muted:
+            return
+        self._order += 1
+        message = _asgi1.websocket_receive(self.reply_channel, self.path, self._order, data)
+        self._effects.append(LayerSend("websocket.receive", message, OnFull.RETRY, retry_for=RECEIVE_RETRY_FOR))
+
+    def _accept(self) -> None:
+        subprotocol = next((p for p in self._offered if p in self.options.ws_protocols), None)
+        try:
+            self._out += self._ws.send(AcceptConnection(subprotocol=subprotocol, extensions=[PerMessageDeflate()]))
+        except Exception as exc:  # wsproto LocalProtocolError: a bug, but never hang the client
+            log.error("cannot accept WebSocket %s: %s", self.reply_channel, exc)
+            self._drop(1006)
+            return
+        self._life.fire("accept")
+        self._access("WSCONNECT")
+        self._last_rx = self._clock()
+        self._set_open_deadline()
+        if self._held:
+            held = bytes(self._held)
+            self._held.clear()
+            self._ws.receive_data(held)
+            self._process()
+
+    def _reject(self, status: int) -> None:
+        self._write_reject(RejectConnection(status_code=status))
+        self._access("WSREJECT")
+        self._notify(1006)
+        self._life.fire("reject")
+        self._deadline = None
+
+    def _write_reject(self, event: RejectConnection) -> None:
+        try:
+            self._out += self._ws.send(event)
+        except Exception as exc:  # handshake already failed inside wsproto
+            log.debug("cannot send rejection: %s", exc)
+
+    def _send_message(self, data: str | bytes) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        if isinstance(data, str):
+            self._write(TextMessage(data=data))
+        else:
+            self._write(BytesMessage(data=data))
+
+    def _local_close(self, code: int, notify: bool) -> None:
+        self._write(CloseConnection(code=code))
+        if notify:
+            self._notify(code)
+        self._access("WSDISCONNECT")
+        self._life.fire("close")
+        self._deadline = self._clock() + self.options.websocket_close_timeout
+
+    def _drop(self, code: int, notify: bool = True) -> None:
+        state = self._life.state
+        if state is WSState.CLOSED:
+            return
+        if notify:
+            self._notify(code)
+        if state is WSState.OPEN or state is WSState.HANDSHAKE:
+            self._access("WSDISCONNECT")
+        self._life.fire("drop")
+        self._deadline = None
+
+    def _notify(self, code: int) -> None:
+        # Exactly one websocket.disconnect per connection that sent a connect (asgi1.md §8).
+        if self._notified or self._muted:
+            return
+        self._notified = True
+        self._order += 1
+        self._effects.append(LayerSend(
+            "websocket.disconnect", _asgi1.websocket_disconnect(self.reply_channel, self.path, code, self._order),
+            OnFull.DROP))
+
+    def _set_open_deadline(self) -> None:
+        if self._ping_sent is not None:
+            deadline = self._ping_sent + self.options.ping_timeout
+        else:
+            deadline = self._last_rx + self.options.ping_interval
+        if self._lifetime is not None:
+            deadline = min(deadline, self._started + self._lifetime)
+        self._deadline = deadline
+
+    def _write(self, event: Any) -> None:
+        try:
+            self._out += self._ws.send(event)
+        except Exception as exc:  # wsproto LocalProtocolError: state raced with the peer
+            log.debug("cannot send %s on %s: %s", type(event).__name__, self.reply_channel, exc)
+
+    def _access(self, verb: str) -> None:
+        self._effects.append(AccessRecord(self._client, f"{verb} {self.path}"))  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""An interface server plus an echo consumer in one process (Autobahn and benchmarks).
+
+``python tools/echo_server.py PORT [--layer inmemory|shm] [--max-message-size N]``
+accepts every WebSocket, echoes every text and binary message unchanged (empty ones
+too), and answers every HTTP request with ``200 ok``. The consumer is an asyncio task
+on the same loop, reading the same layer as a worker would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from interface import InterfaceServer, Options  # noqa: E402
+
+CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect"]
+
+
+async def echo_consumer(layer: object) -> None:
+    """Reply to everything the interface sends, as a minimal worker would."""
+    while True:
+        channel, message = await layer.receive_async(CHANNELS, timeout=1.0)  # type: ignore[attr-defined]
+        if channel is None:
+            continue
+        await reply(layer, channel, message)
+
+
+async def reply(layer: object, channel: str, message: dict) -> None:
+    if channel == "http.request":
+        out = {"status": 200, "headers": [[b"content-type", b"text/plain"]], "content": b"ok"}
+    elif channel == "websocket.connect":
+        out = {"accept": True}
+    elif channel == "websocket.receive":
+        out = {"text": message["text"]} if message.get("text") is not None else {"bytes": message["bytes"]}
+    else:
+        return
+    while True:
+        try:
+            layer.send(message["reply_channel"], out)  # type: ignore[attr-defined]
+            return
+        except layer.ChannelFull:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.005)
+
+
+def make_layer(kind: str, max_message_size: int) -> object:
+    if kind == "shm":
+        from shmlayer import ShmChannelLayer
+        return ShmChannelLayer(name=f"echo{os.getpid()}", max_message_size=max_message_size)
+    from channels.layers.inmemory import InMemoryChannelLayer
+    return InMemoryChannelLayer(capacity=1000, max_message_size=max_message_size)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    layer = make_layer(args.layer, args.max_message_size + 65536)
+    sock = socket.create_server(("127.0.0.1", args.port), backlog=2048, reuse_port=False)
+    options = Options(websocket_max_message_size=args.max_message_size, access_log=args.access_log)
+    server = InterfaceServer(layer, [sock], options)
+    consumers = [asyncio.get_running_loop().create_task(echo_consumer(layer)) for _ in range(2)]
+    try:
+        return await server.serve()
+    finally:
+        for task in consumers:
+            task.cancel()
+        if args.layer == "shm":
+            layer.unlink()  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--layer", choices=["inmemory", "shm"], default="inmemory")
+    parser.add_argument("--max-message-size", type=int, default=16 * 1024 * 1024 + 1024)
+    parser.add_argument("--access-log", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
