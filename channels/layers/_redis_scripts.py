@@ -126,7 +126,6 @@ local function deliver(channel, id, now, expiry_ms, capacity, from_group, drops)
   end
   local stats = P .. 'cs:' .. queue
   if redis.call('ZCARD', ck) >= capacity then
-    redis.call('HINCRBY', P .. 'stats', 'full', 1)
     redis.call('HINCRBY', stats, 'full', 1)
     redis.call('PEXPIRE', stats, 3600000)
     return 0
@@ -148,10 +147,15 @@ local function deliver(channel, id, now, expiry_ms, capacity, from_group, drops)
   elseif tokens > 1024 then
     redis.call('LTRIM', wk, -1024, -1)
   end
-  redis.call('HINCRBY', P .. 'stats', 'messages', 1)
   redis.call('HINCRBY', stats, 'messages', 1)
   redis.call('PEXPIRE', stats, 3600000)
   return 1
+end
+
+-- shard-wide counters, once per script rather than once per recipient
+local function count(queued, full)
+  if queued > 0 then redis.call('HINCRBY', P .. 'stats', 'messages', queued) end
+  if full > 0 then redis.call('HINCRBY', P .. 'stats', 'full', full) end
 end
 
 local function new_id()
@@ -171,6 +175,9 @@ if status == 1 then
   local mk = P .. 'm:' .. id
   redis.call('HSET', mk, 'body:', body, channel, '')
   redis.call('PEXPIRE', mk, expiry_ms)
+  count(1, 0)
+else
+  count(0, 1)
 end
 return {status, drops}
 """
@@ -218,6 +225,7 @@ if queued > 0 then
   end
   redis.call('PEXPIRE', mk, expiry_ms)
 end
+count(queued, full)
 return {queued, full, drops}
 """
 
