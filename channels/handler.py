@@ -40,6 +40,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseServerError,
     QueryDict,
     parse_cookie,
 )
@@ -47,7 +48,7 @@ from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.functional import cached_property
 
-from channels.exceptions import RequestAborted, RequestTimeout
+from channels.exceptions import RequestAborted, RequestTimeout, ResponseLater
 from shmlayer.contract import ChannelFull, MessageTooLarge
 
 __all__ = ["AsgiHandler", "AsgiRequest", "InvalidRequestMessage", "ViewConsumer"]
@@ -452,8 +453,18 @@ class AsgiHandler(base.BaseHandler):
             # The client went away mid-upload: nobody to answer.
             signals.request_finished.send(sender=self.__class__)
             return
+        except Exception:
+            # Not the view (Django's exception handling covers that): building the request
+            # itself failed. Answer rather than leave the client to the interface's timeout.
+            logger.exception("Could not build a request from an http.request message")
+            response = HttpResponseServerError("500 Internal Server Error")
         else:
             response = self.get_response(request)
+            if getattr(request, "_response_later", False):
+                # The view promised that something else answers on the reply channel.
+                response._handler_class = self.__class__
+                response.close()
+                return
             if request._data_too_big and response.status_code == 400:
                 # Django answers RequestDataTooBig with 400; HTTP has 413 for it (RFC 9110
                 # §15.5.14), which Channels 1.x sent. The request's closers move over.
@@ -472,6 +483,15 @@ class AsgiHandler(base.BaseHandler):
             logger.exception("Error while streaming the response to %r", path)
         finally:
             response.close()
+
+    def _get_response(self, request: HttpRequest) -> HttpResponseBase:
+        # The innermost step of the middleware chain: a view raising ResponseLater must
+        # not become a 500. Middleware sees a placeholder that is never sent.
+        try:
+            return super()._get_response(request)
+        except ResponseLater:
+            request._response_later = True
+            return HttpResponse(status=204)
 
     @classmethod
     def encode_response(cls, response: HttpResponseBase, chunk_size: int | None = None) -> Iterator[dict[str, Any]]:

@@ -537,3 +537,31 @@ def test_request_sent_on_the_layer_is_answered_on_its_reply_channel(layer):
     replies = read_replies(layer)
     assert replies[0]["status"] == 200
     assert json.loads(body_of(replies))["GET"] == {"via": "layer"}
+
+
+def later(request):
+    from channels import Channel
+    from channels.exceptions import ResponseLater
+
+    # Another consumer (here: this view, at once) answers on the reply channel.
+    reply = request.message.reply_channel.name
+    Channel(reply, channel_layer=request.message.channel_layer).send(
+        {"status": 202, "headers": [], "content": b"answered elsewhere"}, immediately=True)
+    raise ResponseLater()
+
+
+urlpatterns.append(path("later/", later))
+
+
+def test_response_later_sends_nothing_itself(layer):
+    replies = run(layer, path="/later/")
+    assert replies == [{"status": 202, "headers": [], "content": b"answered elsewhere"}]
+    assert layer.receive([REPLY_PREFIX]) == (None, None)
+
+
+def test_failure_while_building_the_request_answers_500(layer, monkeypatch):
+    def broken(self, content):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(AsgiRequest, "_read_body", broken)
+    assert run(layer, path="/echo/")[0]["status"] == 500
