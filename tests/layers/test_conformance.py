@@ -779,7 +779,8 @@ def test_receive_async_wakes_on_send_from_thread(layer: Any) -> None:
         timer = threading.Timer(0.1, layer.send, args=("async.thread", {"n": 2}))
         timer.start()
         try:
-            return await layer.receive_async(["async.thread"], timeout=10)
+            # The layer's own timeout is far beyond wait_for's: only a real wake-up passes.
+            return await asyncio.wait_for(layer.receive_async(["async.thread"], timeout=60), 5)
         finally:
             timer.join(5)
 
@@ -788,11 +789,11 @@ def test_receive_async_wakes_on_send_from_thread(layer: Any) -> None:
 
 def test_receive_async_wakes_on_send_from_task(layer: Any) -> None:
     async def main() -> Any:
-        waiter = asyncio.ensure_future(layer.receive_async(["async.task", "async.other"], timeout=10))
+        waiter = asyncio.ensure_future(layer.receive_async(["async.task", "async.other"], timeout=60))
         await asyncio.sleep(0.05)
         assert not waiter.done()
         layer.send("async.task", {"n": 3})
-        return await asyncio.wait_for(waiter, 10)
+        return await asyncio.wait_for(waiter, 5)
 
     assert asyncio.run(main()) == ("async.task", {"n": 3})
 
@@ -801,10 +802,10 @@ def test_receive_async_wakes_on_send_group(layer: Any) -> None:
     layer.group_add("async.group", "async.gproc!c1")
 
     async def main() -> Any:
-        waiter = asyncio.ensure_future(layer.receive_async(["async.gproc!"], timeout=10))
+        waiter = asyncio.ensure_future(layer.receive_async(["async.gproc!"], timeout=60))
         await asyncio.sleep(0.05)
         layer.send_group("async.group", {"n": 4})
-        return await asyncio.wait_for(waiter, 10)
+        return await asyncio.wait_for(waiter, 5)
 
     assert asyncio.run(main()) == ("async.gproc!c1", {"n": 4})
 
