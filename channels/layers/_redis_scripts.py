@@ -182,10 +182,11 @@ end
 return {status, drops}
 """
 
-#: send_group(P, body, expiry_ms, group, group_expiry_ms, capacity [, channel, capacity]...)
-#: With a group name: deliver to its live members, all at ``capacity``. With group ''
-#: deliver to the listed channels at their own capacities (used when members live on
-#: several shards or ``channel_capacity`` is set). -> {queued, full, drops}
+#: send_group(P, body, expiry_ms, group, group_expiry_ms, capacity [, x, capacity]...)
+#: With a group name: deliver to its live members; the pairs are (Lua pattern, capacity),
+#: first match wins, else ``capacity`` (``channel_capacity`` globs, translated). With group
+#: '' deliver to the listed (channel, capacity) pairs (members on several shards, or
+#: ``channel_capacity`` holding a regex). -> {queued, full, drops}
 SEND_GROUP = _PRELUDE + r"""
 local body, expiry_ms = ARGV[2], tonumber(ARGV[3])
 local group, group_expiry_ms = ARGV[4], tonumber(ARGV[5])
@@ -194,8 +195,15 @@ local targets = {}
 if group ~= '' then
   local gk = P .. 'g:' .. group
   redis.call('ZREMRANGEBYSCORE', gk, '-inf', now - group_expiry_ms)
-  local capacity = tonumber(ARGV[6])
+  local default = tonumber(ARGV[6])
   for _, channel in ipairs(redis.call('ZRANGE', gk, 0, -1)) do
+    local capacity = default
+    for i = 7, #ARGV, 2 do
+      if string.find(channel, ARGV[i]) then
+        capacity = tonumber(ARGV[i + 1])
+        break
+      end
+    end
     table.insert(targets, {channel, capacity})
   end
 else

@@ -56,6 +56,25 @@ def _queue_of(channel: str) -> str:
     return channel if bang < 0 else channel[: bang + 1]
 
 
+def _glob_to_lua(pattern: object) -> str | None:
+    # channel_capacity globs as anchored Lua patterns, so a group send can pick each
+    # member's capacity inside its one script; None when it cannot be translated
+    # (a compiled regex or a [set]) and the client must look capacities up itself.
+    if not isinstance(pattern, str) or "[" in pattern or "]" in pattern:
+        return None
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char in "^$()%.+-":
+            out.append("%" + char)
+        else:
+            out.append(char)
+    return "^" + "".join(out) + "$"
+
+
 def _escape_glob(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
@@ -124,6 +143,10 @@ class RedisChannelLayer(BaseChannelLayer):
         self._expiry_ms = max(1, int(self.expiry * 1000))
         self._group_expiry_ms = self.group_expiry * 1000
         self._epoch: int | None = None
+        lua = [(_glob_to_lua(pattern), capacity) for pattern, capacity in (channel_capacity or {}).items()]
+        self._lua_capacities: list[Any] | None = (
+            None if any(pattern is None for pattern, _ in lua) else [part for pair in lua for part in pair]
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -370,10 +393,11 @@ class RedisChannelLayer(BaseChannelLayer):
         validate_group_name(group)
         body = self._encode(message)
         g_index = self._shard_of(group)
-        if len(self.shards) == 1 and not self.channel_capacity:
-            # one round trip: the script reads the members and delivers
-            *_, drops = self._run(
-                g_index, "SEND_GROUP", body, self._expiry_ms, group, self._group_expiry_ms, self.capacity
+        if len(self.shards) == 1 and self._lua_capacities is not None:
+            # one round trip: the script reads the members, picks capacities and delivers
+            self._run(
+                g_index, "SEND_GROUP", body, self._expiry_ms, group, self._group_expiry_ms, self.capacity,
+                *self._lua_capacities,
             )
             return
         by_shard: dict[int, list[Any]] = {}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -410,3 +412,53 @@ def test_statistics_count_sends_and_full(make: Any) -> None:
     assert stats["channel_full_count"] == 1
     assert 0 <= stats["messages_max_age"] <= layer.expiry
     assert layer.global_statistics() == {"messages_count": 2, "channel_full_count": 1}
+
+
+# ------------------------------------------------------------------ group capacities
+
+
+@pytest.mark.parametrize("small", ["small.*", re.compile(r"small\..*")])
+def test_send_group_uses_each_members_channel_capacity(make: Any, redis_server: Any, small: Any) -> None:
+    layer = make(capacity=5, channel_capacity={small: 1, "other-?.x": 2})
+    for member in ("small.a", "big.a", "other-1.x"):
+        layer.group_add("caps", member)
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    before = _evalsha_calls(client)
+    for _ in range(4):
+        layer.send_group("caps", {"n": 1})
+    calls = _evalsha_calls(client) - before
+    client.close()
+    # a glob table is applied inside the one script; a regex needs group_channels first
+    assert calls == (4 if isinstance(small, str) else 8)
+    assert len(drain_all(layer, "small.a")) == 1
+    assert len(drain_all(layer, "other-1.x")) == 2
+    assert len(drain_all(layer, "big.a")) == 4
+
+
+def drain_all(layer: RedisChannelLayer, channel: str) -> list[Any]:
+    got = []
+    for _ in range(100):
+        name, message = layer.receive([channel])
+        if name is None:
+            return got
+        got.append(message)
+    raise AssertionError("channel never emptied")
+
+
+def test_glob_translation_matches_fnmatch(redis_server: Any) -> None:
+    from channels.layers.redis import _glob_to_lua
+
+    globs = ["http.request", "websocket.*", "a-b?", "*!*", "x.*.y", "?"]
+    names = ["http.request", "http.requests", "websocket.receive", "websocket", "a-bc", "a-b", "i.X!1",
+             "x.1.y", "x..y", "x.y", "q"]
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    try:
+        for glob in globs:
+            lua = _glob_to_lua(glob)
+            assert lua is not None
+            for name in names:
+                expected = bool(re.match(fnmatch.translate(glob), name))
+                found = client.eval("return string.find(ARGV[1], ARGV[2]) and 1 or 0", 0, name, lua)
+                assert bool(found) == expected, (glob, name)
+    finally:
+        client.close()
