@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from shmlayer import ShmChannelLayer
 from shmlayer.contract import random_suffix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +25,6 @@ REPLIES = "test.replies"
 
 pytestmark = pytest.mark.timeout(90)
 
-shmlayer = pytest.importorskip("shmlayer")
-ShmChannelLayer = getattr(shmlayer, "ShmChannelLayer", None)
 
 
 class Proc:
@@ -130,8 +129,6 @@ class ShmWorld:
 
 @pytest.fixture
 def world(tmp_path):
-    if ShmChannelLayer is None:
-        pytest.skip("shmlayer.ShmChannelLayer is not available yet")
     world = ShmWorld(tmp_path)
     try:
         yield world
