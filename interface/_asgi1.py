@@ -304,7 +304,10 @@ def parse_http_reply(message: Mapping[str, Any], started: bool) -> ResponseStart
     Raises:
         ReplyError: a first message without ``status``, a second with one, or bad types.
     """
-    content = _as_bytes(message.get("content", b""), "content")
+    content = message.get("content", b"")
+    if not isinstance(content, (bytes, bytearray)):
+        raise ReplyError(f"'content' must be bytes, not {type(content).__name__}")
+    content = bytes(content)
     more = bool(message.get("more_content", False))
     if "status" in message:
         if started:

@@ -413,7 +413,7 @@ class WebSocketConnection:
         self._notified = True
         self._order += 1
         self._effects.append(LayerSend(
-            "websocket.disconnect", _asgi1.websocket_disconnect(self.reply_channel, self.path, code, self._order),
+            "websocket.disconnect", _asgi1.websocket_disconnect(self.reply_channel, self.path, int(code), self._order),
             OnFull.DROP))
 
     def _set_open_deadline(self) -> None:
