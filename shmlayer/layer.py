@@ -39,6 +39,8 @@ __all__ = ["LayoutVersionMismatch", "SegmentError", "SegmentFull", "ShmChannelLa
 BLOCK_TIMEOUT = 1.0
 _EPOCH_CHECK_INTERVAL = 1.0
 _monotonic = time.monotonic
+#: The keys asgi1.md §1 allows in global_statistics()/channel_statistics(); stats() has more.
+_SPEC_STATISTICS = ("messages_count", "messages_pending", "messages_max_age", "channel_full_count")
 
 
 class SegmentFull(ChannelFull):
@@ -516,7 +518,8 @@ class ShmChannelLayer(BaseChannelLayer):
         from ._stats import global_statistics
 
         store = self._current()
-        return dict(self._locked(store, global_statistics, store, _monotonic()))
+        stats = self._locked(store, global_statistics, store, _monotonic())
+        return {key: stats[key] for key in _SPEC_STATISTICS if key in stats}
 
     def channel_statistics(self, channel: str) -> dict[str, Any]:
         """Counters of one channel (extension "statistics"); zeros for an unknown channel."""
@@ -525,7 +528,8 @@ class ShmChannelLayer(BaseChannelLayer):
         validate_channel_name(channel, receive=channel.endswith("!") if isinstance(channel, str) else False)
         name = channel.encode("ascii")
         store = self._current()
-        return dict(self._locked(store, channel_statistics, store, name, name_hash(name), _monotonic()))
+        stats = self._locked(store, channel_statistics, store, name, name_hash(name), _monotonic())
+        return {key: stats[key] for key in _SPEC_STATISTICS if key in stats}
 
     def stats(self) -> dict[str, Any]:
         """A consistent snapshot of the whole segment (what ``python -m shmlayer stats`` prints)."""
