@@ -139,6 +139,7 @@ class Worker:
         self._last_beat = 0.0
         self._states: list[_ThreadState] = []
         self._exit_code = 0
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ control
 
@@ -163,6 +164,14 @@ class Worker:
         """Quick stop: ``run()`` returns at once, abandoning messages being consumed."""
         self._quit_now.set()
         self.stop()
+
+    def consumers_running(self) -> bool:
+        """True while a consumer thread is still alive (after a quick stop, for instance).
+
+        The layer must not be closed under a running thread: its mapping would vanish
+        under a receive in progress.
+        """
+        return any(thread.is_alive() for thread in self._threads)
 
     @property
     def stopping(self) -> bool:
@@ -201,6 +210,7 @@ class Worker:
                                  name=f"channels-worker-{index}")
                 for index, state in enumerate(self._states)
             ]
+            self._threads = workers
             for thread in workers:
                 thread.start()
             return self._monitor(workers)

@@ -161,7 +161,7 @@ def run_worker(
         return worker.run()
     finally:
         close = getattr(wrapper.channel_layer, "close", None)
-        if callable(close):
+        if callable(close) and not worker.consumers_running():
             try:
                 close()
             except Exception:

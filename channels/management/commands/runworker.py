@@ -93,7 +93,8 @@ class Command(BaseCommand):
             code = worker.run()
         finally:
             close = getattr(wrapper.channel_layer, "close", None)
-            if callable(close):
+            # After a quick stop a consumer thread may still be inside the layer.
+            if callable(close) and not worker.consumers_running():
                 close()
         if code:
             raise CommandError(f"Worker exited with code {code}", returncode=code)
