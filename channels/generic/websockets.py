@@ -98,7 +98,8 @@ class WebsocketConsumer(BaseConsumer):
 
     def send(self, text: str | None = None, bytes: bytes | None = None, close: Any = False) -> None:
         """Send a frame to this socket (``close`` True or a code closes it after)."""
-        self.message.reply_channel.send(_frame(text, bytes, close))
+        frame = _frame(text, bytes, close)
+        self.message.reply_channel.send(frame)
 
     @classmethod
     def group_send(cls, name: str, text: str | None = None, bytes: bytes | None = None, close: Any = False) -> None:
