@@ -45,3 +45,15 @@ if os.environ.get("SHMCHANNELS_TEST_LAYER") == "shm":
         "CONFIG": {"name": os.environ["SHMCHANNELS_TEST_SEGMENT"]},
         "ROUTING": os.environ.get("SHMCHANNELS_TEST_ROUTING", CHANNEL_LAYERS["default"]["ROUTING"]),
     }
+
+# Multi-host tests (tests/e2e/test_multihost.py) run several masters on one private
+# redis-server, as several hosts would: they select the Redis layer with their own prefix.
+if os.environ.get("SHMCHANNELS_TEST_LAYER") == "redis":
+    CHANNEL_LAYERS["default"] = {
+        "BACKEND": "asgi_redis.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [os.environ["SHMCHANNELS_TEST_REDIS_URL"]],
+            "prefix": os.environ.get("SHMCHANNELS_TEST_REDIS_PREFIX", "asgi:"),
+        },
+        "ROUTING": os.environ.get("SHMCHANNELS_TEST_ROUTING", CHANNEL_LAYERS["default"]["ROUTING"]),
+    }
