@@ -35,26 +35,33 @@ class WorkerConfigError(Exception):
 
 
 def setup_logging(verbosity: int, force: bool = False) -> None:
-    """Send ``django.channels`` log records to stderr at the level ``verbosity`` asks for.
+    """Send ``django.channels`` log records out once, at the level ``verbosity`` asks for.
 
-    Channels 1.x ``runworker`` did the same (its own handler, no propagation). Unless
-    ``force``, nothing is added when the process already has a logging setup (a root or a
-    ``django.channels`` handler), so a master's or a project's LOGGING wins.
+    Channels 1.x ``runworker`` gave ``django.channels`` its own stderr handler and stopped
+    propagation; so do we. In a child of the master whose root logger already has
+    handlers, those handlers are reused instead, so each line appears once (propagating
+    would also hit Django's DEBUG console handler on the ``django`` logger). A project
+    that configured ``django.channels`` itself in LOGGING keeps its setup unless ``force``.
 
     Args:
         verbosity: 0 warnings, 1 info, 2+ debug (and one line per message).
-        force: configure even if handlers exist (management commands).
+        force: configure even if ``django.channels`` has handlers (management commands).
     """
     channels_logger = logging.getLogger("django.channels")
     channels_logger.setLevel(_LEVELS.get(verbosity, logging.DEBUG))
-    if not force and (channels_logger.handlers or logging.getLogger().handlers):
+    ours = [handler for handler in channels_logger.handlers if getattr(handler, "_shmchannels_worker", False)]
+    if ours or (channels_logger.handlers and not force):
         return
-    if any(getattr(handler, "_shmchannels_worker", False) for handler in channels_logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
-    handler._shmchannels_worker = True  # type: ignore[attr-defined]
-    channels_logger.addHandler(handler)
+    root_handlers = logging.getLogger().handlers
+    if root_handlers and not force:
+        handlers = list(root_handlers)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+        handler._shmchannels_worker = True  # type: ignore[attr-defined]
+        handlers = [handler]
+    for handler in handlers:
+        channels_logger.addHandler(handler)
     channels_logger.propagate = False
 
 
