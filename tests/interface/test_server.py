@@ -1,0 +1,379 @@
+"""Transport tests: a real interface server on 127.0.0.1, the in-memory layer, a consumer
+thread, and real clients (the ``websockets`` library, raw sockets, http.client)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+import websockets
+from websockets.sync.client import connect as ws_connect
+
+from channels.layers.inmemory import InMemoryChannelLayer
+from interface import InterfaceServer, Options
+
+from .echo_app import EchoConsumer
+from .helpers import parse_responses
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Running:
+    """An interface server in a thread with its own event loop."""
+
+    def __init__(self, layer: Any, options: Options) -> None:
+        self.layer = layer
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.port = self.sock.getsockname()[1]
+        self.server = InterfaceServer(layer, [self.sock], options, booted=self._booted)
+        self._ready = threading.Event()
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self._ready.wait(10), "server did not boot"
+
+    def _booted(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._ready.set()
+
+    def _run(self) -> None:
+        self.exit_code = asyncio.run(self.server.serve(signal_handlers=False))
+
+    def stop(self, graceful: bool = False) -> None:
+        self.server.stop(graceful)
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    started: list[tuple[Running, EchoConsumer | None]] = []
+
+    def start(options: Options | None = None, layer: Any = None, consumer: bool = True,
+              channels: list[str] | None = None) -> tuple[Running, EchoConsumer | None]:
+        layer = layer or InMemoryChannelLayer()
+        running = Running(layer, options or Options())
+        echo = EchoConsumer(layer, channels).start() if consumer else None
+        started.append((running, echo))
+        return running, echo
+
+    yield start
+    for running, echo in started:
+        running.stop()
+        if echo is not None:
+            echo.stop()
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0, shut: bool = False) -> bytes:
+    """Send bytes, read until the server closes (or timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_http_get_and_streaming_response(serve):
+    running, _ = serve()
+    assert get(running.port, "/hello") == (200, b"ok /hello")
+    assert get(running.port, "/stream") == (200, b"one two three")
+
+
+def test_keep_alive_and_pipelining_answer_in_order(serve):
+    running, echo = serve()
+    requests = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    last = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = raw(running.port, requests + last)
+    bodies = [r[2] for r in parse_responses(data)]
+    assert bodies == [b"ok /p%d" % i for i in range(5)] + [b"ok /last"]
+    channels = [m["reply_channel"] for m in echo.requests]
+    assert len(set(channels)) == 6  # a new reply channel per request
+    assert all(c.startswith(running.prefix) for c in channels)
+
+
+def test_two_mib_upload_through_body_channel(serve):
+    running, _ = serve()
+    payload = os.urandom(2 * 1024 * 1024)
+    conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=20)
+    conn.request("POST", "/body", body=payload, headers={"Content-Type": "application/octet-stream"})
+    response = conn.getresponse()
+    length, digest, chunks = response.read().decode().split()
+    conn.close()
+    assert response.status == 200
+    assert (int(length), digest) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert int(chunks) >= 3  # 512 KiB in http.request, the rest through body_channel
+
+
+def test_chunked_upload_with_expect_continue(serve):
+    running, _ = serve()
+    head = (b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"5\r\nhello\r\n0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    if data.startswith(b"HTTP/1.1 100 "):
+        data = data.split(b"\r\n\r\n", 1)[1]
+    body = parse_responses(data, [b"POST"])[0][2]
+    assert body.startswith(b"5 " + hashlib.sha256(b"hello").hexdigest().encode())
+
+
+def test_websocket_echo_order_and_close_codes(serve):
+    running, echo = serve()
+    with ws_connect(f"ws://127.0.0.1:{running.port}/chat?room=1") as ws:
+        for message in ["hello", "", b"\x00\xff", b"", "é" * 1000]:
+            ws.send(message)
+            assert ws.recv(timeout=5) == message
+        ws.close(4321)
+    deadline = time.monotonic() + 5
+    while not echo.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (connect,) = echo.connects
+    assert connect["path"] == "/chat" and connect["query_string"] == b"room=1" and connect["order"] == 0
+    (disconnect,) = echo.disconnects
+    assert disconnect["code"] == 4321 and disconnect["order"] == 6
+    assert disconnect["reply_channel"] == connect["reply_channel"]
+
+
+def test_websocket_rejection_and_close_from_application(serve):
+    running, _ = serve()
+    with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+        ws_connect(f"ws://127.0.0.1:{running.port}/reject").close()
+    assert info.value.response.status_code == 403
+    with ws_connect(f"ws://127.0.0.1:{running.port}/closeme") as ws:
+        assert ws.recv(timeout=5) == "bye"
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 4000
+
+
+def test_websocket_connect_timeout_is_403(serve):
+    running, _ = serve(Options(websocket_connect_timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+        ws_connect(f"ws://127.0.0.1:{running.port}/nowait", open_timeout=5).close()
+    assert info.value.response.status_code == 403 and time.monotonic() - started < 3
+
+
+def test_two_hundred_concurrent_websockets(serve):
+    running, echo = serve(layer=InMemoryChannelLayer(capacity=1000))
+
+    async def client(i: int) -> str:
+        async with websockets.connect(f"ws://127.0.0.1:{running.port}/c{i}", open_timeout=20) as ws:
+            await ws.send(f"message {i}")
+            return await asyncio.wait_for(ws.recv(), 20)  # type: ignore[return-value]
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(client(i) for i in range(200)))
+
+    assert asyncio.run(main()) == [f"message {i}" for i in range(200)]
+    deadline = time.monotonic() + 5
+    while len(echo.disconnects) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len({d["reply_channel"] for d in echo.disconnects}) == 200
+
+
+def test_slowloris_is_cut_by_the_header_timeout(serve):
+    running, _ = serve(Options(header_timeout=1))
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        data = b""
+        for i in range(40):  # dribble a header line every 100 ms
+            try:
+                sock.sendall(b"X-%d: y\r\n" % i)
+            except OSError:
+                break
+            time.sleep(0.1)
+            sock.setblocking(False)
+            try:
+                data += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            sock.setblocking(True)
+            if data:
+                break
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 3
+
+
+def test_half_sent_upgrade_is_closed(serve):
+    running, echo = serve(Options(header_timeout=0.5))
+    start = time.monotonic()
+    data = raw(running.port, b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    assert data.startswith(b"HTTP/1.1 408 ") and time.monotonic() - start < 3
+    assert echo.connects == []
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * 100_000 + b"\r\n\r\n", 431),
+    (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+])
+def test_malformed_and_huge_requests(serve, request_bytes, status):
+    running, _ = serve()
+    data = raw(running.port, request_bytes)
+    assert data.startswith(b"HTTP/1.1 %d " % status)
+
+
+def test_http_timeout_answers_503(serve):
+    running, echo = serve(Options(http_timeout=0.5))
+    status, body = get(running.port, "/silent")
+    assert status == 503 and b"failed to respond" in body
+
+
+def test_channel_full_on_http_request_is_503(serve):
+    layer = InMemoryChannelLayer(capacity=1)
+    running, _ = serve(layer=layer, consumer=False)
+    first = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    first.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)  # fills http.request (capacity 1; nobody reads)
+    status, body = get(running.port, "/second")
+    first.close()
+    assert (status, body) == (503, b"Request queue full.\n")
+
+
+def test_channel_full_on_websocket_connect_is_503(serve):
+    layer = InMemoryChannelLayer(channel_capacity={"websocket.connect": 1})
+    running, _ = serve(layer=layer, consumer=False, options=Options(websocket_connect_timeout=5))
+    first = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    first.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    time.sleep(0.2)
+    with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+        ws_connect(f"ws://127.0.0.1:{running.port}/b").close()
+    first.close()
+    assert info.value.response.status_code == 503
+
+
+def test_channel_full_on_websocket_receive_closes_1013(serve):
+    # The consumer accepts connections but never reads websocket.receive (capacity 2).
+    layer = InMemoryChannelLayer(channel_capacity={"websocket.receive": 2})
+    running, echo = serve(layer=layer, channels=["websocket.connect"])
+    with ws_connect(f"ws://127.0.0.1:{running.port}/flood") as ws:
+        for i in range(3):
+            ws.send(f"m{i}")
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1013
+
+
+def test_proxy_headers_and_root_path_reach_the_application(serve):
+    running, _ = serve(Options(proxy_headers=True, root_path="/app"))
+    status, body = get(running.port, "/scope", {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https",
+                                                "X-Forwarded-Port": "443"})
+    scope = json.loads(body)
+    assert scope["client"] == ["198.51.100.7", 443] and scope["scheme"] == "https" and scope["root_path"] == "/app"
+
+
+def test_access_log_has_http_and_websocket_lines(serve, tmp_path):
+    log_path = tmp_path / "access.log"
+    running, echo = serve(Options(access_log=str(log_path)))
+    get(running.port, "/logged")
+    with ws_connect(f"ws://127.0.0.1:{running.port}/wslog") as ws:
+        ws.send("x")
+        ws.recv(timeout=5)
+    time.sleep(0.3)
+    text = log_path.read_text()
+    assert '"GET /logged" 200 10' in text
+    for verb in ("WSCONNECTING", "WSCONNECT", "WSDISCONNECT"):
+        assert f'"{verb} /wslog" - -' in text
+
+
+def test_max_connections_pauses_accepting(serve):
+    running, _ = serve(Options(max_connections=2))
+    a = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    b = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    time.sleep(0.2)
+    assert len(running.server.connections) == 2
+    c = socket.create_connection(("127.0.0.1", running.port), timeout=5)  # sits in the backlog
+    time.sleep(0.2)
+    assert len(running.server.connections) == 2
+    a.close()
+    c.sendall(b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    assert data.endswith(b"ok /third")
+    b.close()
+    c.close()
+
+
+def _spawn(*args: str) -> tuple[subprocess.Popen[bytes], int, str, str]:
+    port_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"iface-{os.getpid()}-{time.monotonic_ns()}")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.interface.echo_app", "--port-file", port_file, *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"echo app did not start: {err.decode()[-2000:]}")
+        time.sleep(0.05)
+    port, prefix = open(port_file).read().split()
+    os.unlink(port_file)
+    return proc, int(port), prefix, port_file
+
+
+def test_sigterm_drains_http_and_closes_websockets_1001():
+    proc, port, _, _ = _spawn()
+    try:
+        with ws_connect(f"ws://127.0.0.1:{port}/drain") as ws:
+            ws.send("before")
+            assert ws.recv(timeout=5) == "before"
+            result: dict[str, Any] = {}
+
+            def slow_request() -> None:
+                result["response"] = get(port, "/slow/1")
+
+            thread = threading.Thread(target=slow_request)
+            thread.start()
+            time.sleep(0.3)  # the request is in flight
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 1001
+            thread.join(10)
+            assert result["response"] == (200, b"slow done")
+            assert proc.wait(10) == 0
+            with pytest.raises(OSError):  # no longer accepting
+                socket.create_connection(("127.0.0.1", port), timeout=1).recv(1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
