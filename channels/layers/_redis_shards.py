@@ -162,8 +162,8 @@ def make_shards(
     """
     if hosts is None:
         hosts = [("localhost", 6379)]
-    elif isinstance(hosts, (str, tuple)):
-        hosts = [hosts]
+    elif isinstance(hosts, str) or (isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[0], str)):
+        hosts = [hosts]  # one URL or one (host, port) pair
     if not isinstance(hosts, (list, tuple)) or not hosts:
         raise TypeError(f"hosts must be a non-empty list of redis:// URLs or (host, port) tuples, not {hosts!r}")
     base = dict(connection_kwargs or {})
