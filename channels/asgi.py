@@ -30,7 +30,8 @@ an empty routing (HTTP goes to Django views, WebSockets are accepted).
 Default capacities: the shared request channels are where a burst lands first, so unless
 the user names them in ``channel_capacity`` the loader sets
 ``http.request: 200, websocket.connect: 200, websocket.receive: 500,
-websocket.disconnect: 500`` (:data:`DEFAULT_CHANNEL_CAPACITY`). The user's entries come
+websocket.disconnect: 500`` and ``__wait__.*: 500`` (enforce_ordering's per-socket wait
+channels) (:data:`DEFAULT_CHANNEL_CAPACITY`). The user's entries come
 first and so win (first match wins). The numbers let 50 clients chat at once, or one client
 send 50 frames back to back under ``enforce_ordering``, without an interface answering
 503 / closing 1013.
@@ -77,6 +78,9 @@ DEFAULT_CHANNEL_CAPACITY = {
     "websocket.connect": 200,
     "websocket.receive": 500,
     "websocket.disconnect": 500,
+    # enforce_ordering's per-socket wait channels: room for a whole receive burst of one
+    # socket, so only a truly stuck socket is closed (1011) for a full wait channel.
+    "__wait__.*": 500,
 }
 
 _MIB = 1024 * 1024

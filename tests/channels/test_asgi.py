@@ -86,6 +86,7 @@ def test_default_capacities_merge_under_users():
     assert layer.get_capacity("http.request") == DEFAULT_CHANNEL_CAPACITY["http.request"] == 200
     assert layer.get_capacity("websocket.connect") == 200
     assert layer.get_capacity("websocket.disconnect") == 500
+    assert layer.get_capacity("__wait__.interface.AbC.conn7") == 500
     assert layer.get_capacity("other") == layer.capacity
 
 
