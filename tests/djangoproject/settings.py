@@ -25,6 +25,9 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         # A file, not :memory:, so sessions are shared by worker processes.
         "NAME": os.environ.get("SHMCHANNELS_TEST_DB", os.path.join(tempfile.gettempdir(), "shmchannels-tests.sqlite3")),
+        # Several worker processes save channel sessions at once: a writer waits for the
+        # lock (IMMEDIATE takes it at BEGIN) instead of failing with "database is locked".
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
 USE_TZ = True
