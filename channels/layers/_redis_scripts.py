@@ -103,6 +103,8 @@ local function leave_groups(channel, drops)
     table.insert(drops, channel)
   end
   if #groups > 0 then redis.call('DEL', ck) end
+  local queue, loc = split(channel)
+  if loc ~= '' then redis.call('SREM', P .. 'pg:' .. queue, channel) end
   return drops
 end
 
@@ -315,7 +317,13 @@ return 1
 GROUP_DISCARD = _PRELUDE + r"""
 local group, channel = ARGV[2], ARGV[3]
 if ARGV[4] == '1' then redis.call('ZREM', P .. 'g:' .. group, channel) end
-if ARGV[5] == '1' then redis.call('SREM', P .. 'cg:' .. channel, group) end
+if ARGV[5] == '1' then
+  local ck = P .. 'cg:' .. channel
+  redis.call('SREM', ck, group)
+  local queue, loc = split(channel)
+  -- the last membership gone: forget the channel in its process's index too
+  if loc ~= '' and redis.call('EXISTS', ck) == 0 then redis.call('SREM', P .. 'pg:' .. queue, channel) end
+end
 return 1
 """
 

@@ -462,3 +462,16 @@ def test_glob_translation_matches_fnmatch(redis_server: Any) -> None:
                 assert bool(found) == expected, (glob, name)
     finally:
         client.close()
+
+
+def test_discarded_memberships_leave_no_index_behind(make: Any, redis_server: Any) -> None:
+    layer = make()
+    for index in range(5):
+        layer.group_add("idx", f"iface.I!{index}")
+        layer.group_add("idx2", f"iface.I!{index}")
+    assert any(":pg:" in key for key in _keys(redis_server, layer.prefix))
+    for index in range(5):
+        layer.group_discard("idx", f"iface.I!{index}")
+        layer.group_discard("idx2", f"iface.I!{index}")
+    left = _keys(redis_server, layer.prefix)
+    assert not any(":pg:" in key or ":cg:" in key or ":g:" in key for key in left), left
