@@ -15,6 +15,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shmlayer import contract
 
@@ -59,6 +61,50 @@ def test_receive_on_empty_returns_none(layer: Any) -> None:
 def test_receive_empty_list(layer: Any) -> None:
     assert layer.receive([]) == (None, None)
     assert layer.receive([], block=True) == (None, None)
+
+
+def test_receive_with_repeated_names(layer: Any) -> None:
+    layer.send("dup.test", {"n": 1})
+    assert layer.receive(["dup.test", "dup.test"]) == ("dup.test", {"n": 1})
+    assert layer.receive(["dup.test", "dup.test"]) == (None, None)
+
+
+def test_threads_share_one_layer(layer: Any) -> None:
+    # Worker threads share one layer object: every message reaches exactly one reader.
+    senders, per_sender = 3, 30  # 90 < the default capacity of 100: no ChannelFull
+    total = senders * per_sender
+    got: list[tuple[int, int]] = []
+    got_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def send_all(sid: int) -> None:
+        try:
+            for n in range(per_sender):
+                layer.send("shared.work", {"s": sid, "n": n})
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def receive_some() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not errors:
+            with got_lock:
+                if len(got) >= total:
+                    return
+            channel, message = layer.receive(["shared.work"], block=True)
+            if channel is not None:
+                with got_lock:
+                    got.append((message["s"], message["n"]))
+
+    threads = [threading.Thread(target=send_all, args=(sid,)) for sid in range(senders)]
+    threads += [threading.Thread(target=receive_some) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(40)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+    assert sorted(got) == sorted((sid, n) for sid in range(senders) for n in range(per_sender))
+    assert layer.receive(["shared.work"]) == (None, None)
 
 
 def test_receive_picks_the_channel_with_a_message(layer: Any) -> None:
@@ -197,6 +243,46 @@ def test_strings_and_types_round_trip(layer: Any) -> None:
     assert all(type(v) is int for v in got["ints"])
     assert all(type(v) is float for v in got["floats"])
     assert type(got["tuple"]) is list and type(got["tuple"][3]) is list
+
+
+def same_value(sent: Any, got: Any) -> bool:
+    """Equal *and* of the same types at every depth (tuples arrive as lists)."""
+    if isinstance(sent, (list, tuple)):
+        return type(got) is list and len(got) == len(sent) and all(map(same_value, sent, got))
+    if isinstance(sent, dict):
+        return type(got) is dict and sent.keys() == got.keys() and all(same_value(sent[k], got[k]) for k in sent)
+    if isinstance(sent, float) and math.isnan(sent):
+        return isinstance(got, float) and math.isnan(got)
+    return type(got) is type(sent) and got == sent
+
+
+ASGI_SCALARS = (
+    st.binary(max_size=64)
+    | st.text(max_size=64)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=True)
+    | st.booleans()
+    | st.none()
+)
+ASGI_VALUES = st.recursive(
+    ASGI_SCALARS,
+    lambda children: st.lists(children, max_size=5)
+    | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+ASGI_MESSAGES = st.dictionaries(
+    st.text(max_size=16).filter(lambda key: key != contract.ASGI_CHANNEL_KEY), ASGI_VALUES, max_size=6
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=ASGI_MESSAGES)
+def test_any_asgi_message_round_trips(layer: Any, message: dict[str, Any]) -> None:
+    layer.send("prop.test", message)
+    channel, got = layer.receive(["prop.test"])
+    assert channel == "prop.test"
+    assert same_value(message, got), (message, got)
 
 
 def test_float_nan_survives(layer: Any) -> None:
@@ -843,6 +929,17 @@ def test_receive_async_cancelled_loses_nothing(layer: Any) -> None:
     asyncio.run(main())
     layer.send("async.cancel", {"n": 5})
     assert layer.receive(["async.cancel"]) == ("async.cancel", {"n": 5})
+
+
+def test_receive_async_empty_list(layer: Any) -> None:
+    # Like receive([]): nothing can ever arrive, so answer at once instead of hanging.
+    async def main() -> Any:
+        return [
+            await asyncio.wait_for(layer.receive_async([]), 5),
+            await asyncio.wait_for(layer.receive_async([], timeout=30), 5),
+        ]
+
+    assert asyncio.run(main()) == [(None, None), (None, None)]
 
 
 def test_receive_async_validates_names(layer: Any) -> None:
