@@ -57,6 +57,8 @@ logger = logging.getLogger("django.channels.handler")
 
 #: Largest ``content`` in one response message (Channels 1.x used the same 512 KiB).
 CHUNK_SIZE = 512 * 1024
+#: Part of a layer's max_message_size kept free for status, headers and encoding.
+_HEAD_ROOM = 64 * 1024
 
 
 class InvalidRequestMessage(ValueError):
@@ -405,7 +407,7 @@ class AsgiHandler(base.BaseHandler):
         if not isinstance(reply_channel, str) or layer is None:
             logger.error("http.request message without a usable reply_channel; dropped")
             return
-        replies = self.handle(message)
+        replies = self.handle(message, chunk_size=self.chunk_size_for(layer))
         try:
             for reply in replies:
                 if not send_reply(layer, reply_channel, reply, self.send_timeout):
@@ -419,7 +421,17 @@ class AsgiHandler(base.BaseHandler):
         finally:
             replies.close()
 
-    def handle(self, message: Any) -> Iterator[dict[str, Any]]:
+    def chunk_size_for(self, layer: Any) -> int:
+        """:attr:`chunk_size`, lowered to fit a layer configured with small messages.
+
+        64 KiB of a message are left for the status, headers and serialisation.
+        """
+        limit = getattr(layer, "max_message_size", None)
+        if isinstance(limit, int) and limit - _HEAD_ROOM < self.chunk_size:
+            return max(limit - _HEAD_ROOM, limit // 2, 1)
+        return self.chunk_size
+
+    def handle(self, message: Any, chunk_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Run Django for ``message`` and yield the response messages (no sending).
 
         Closing the generator early (a consumer that gives up) still closes the response,
@@ -427,6 +439,7 @@ class AsgiHandler(base.BaseHandler):
 
         Args:
             message: a ``channels.message.Message`` on ``http.request``.
+            chunk_size: largest ``content`` per message (default :attr:`chunk_size`).
 
         Yields:
             The Response message, then Response Chunk messages (asgi1.md §7).
@@ -473,10 +486,11 @@ class AsgiHandler(base.BaseHandler):
                 response._resource_closers.clear()
                 response = replacement
         response._handler_class = self.__class__
+        size = chunk_size or self.chunk_size
         if isinstance(response, FileResponse):
-            response.block_size = self.chunk_size
+            response.block_size = size
         try:
-            yield from self.encode_response(response, chunk_size=self.chunk_size)
+            yield from self.encode_response(response, chunk_size=size)
         except Exception:
             # The status line is out already; stop here and let the interface time the
             # connection out rather than end a truncated body as if it were complete.

@@ -565,3 +565,13 @@ def test_failure_while_building_the_request_answers_500(layer, monkeypatch):
 
     monkeypatch.setattr(AsgiRequest, "_read_body", broken)
     assert run(layer, path="/echo/")[0]["status"] == 500
+
+
+def test_chunks_shrink_to_fit_a_layer_with_small_messages():
+    small = InMemoryChannelLayer(max_message_size=200 * 1024)
+    assert AsgiHandler().chunk_size_for(small) == 136 * 1024
+    assert AsgiHandler().chunk_size_for(InMemoryChannelLayer()) == CHUNK_SIZE
+    AsgiHandler()(request_message(small, path="/big/", query_string=b"size=300000"))
+    replies = read_replies(small)
+    assert [len(r["content"]) for r in replies] == [136 * 1024, 136 * 1024, 300000 - 272 * 1024]
+    assert body_of(replies) == bytes(index % 251 for index in range(300000))
