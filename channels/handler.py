@@ -186,7 +186,9 @@ class AsgiRequest(HttpRequest):
         try:
             declared = int(self.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            raise InvalidRequestMessage("http.request Content-Length is not a number") from None
+            declared = -1
+        if declared < 0:
+            raise InvalidRequestMessage("http.request Content-Length is not a number >= 0")
         self._check_limit(declared)
         self._stream = self._read_body(content)
         if "CONTENT_LENGTH" not in self.META:

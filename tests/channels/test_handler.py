@@ -211,6 +211,8 @@ def test_root_path_that_is_not_a_prefix_keeps_the_path(layer):
     {"body": "text, not bytes"},
     {"client": ["1.2.3.4"]},
     {"server": "localhost"},
+    {"headers": [[b"content-length", b"-5"]]},
+    {"headers": [[b"content-length", b"12abc"]]},
 ])
 def test_invalid_messages_raise_invalid_request(layer, bad):
     with pytest.raises(InvalidRequestMessage):
