@@ -4,6 +4,9 @@
 accepts every WebSocket, echoes every text and binary message unchanged (empty ones
 too), and answers every HTTP request with ``200 ok``. The consumer is an asyncio task
 on the same loop, reading the same layer as a worker would.
+
+With the shm layer the two halves can run as separate processes, as under the master:
+``--role interface --shm-name N`` in one and ``--role consumer --shm-name N`` in another.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -48,20 +52,33 @@ async def reply(layer: object, channel: str, message: dict) -> None:
             await asyncio.sleep(0.005)
 
 
-def make_layer(kind: str, max_message_size: int) -> object:
+def make_layer(kind: str, max_message_size: int, shm_name: str | None = None) -> object:
     if kind == "shm":
         from shmlayer import ShmChannelLayer
-        return ShmChannelLayer(name=f"echo{os.getpid()}", max_message_size=max_message_size)
+        return ShmChannelLayer(name=shm_name or f"echo{os.getpid()}", max_message_size=max_message_size,
+                               capacity=1000)
     from channels.layers.inmemory import InMemoryChannelLayer
     return InMemoryChannelLayer(capacity=1000, max_message_size=max_message_size)
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    layer = make_layer(args.layer, args.max_message_size + 65536)
+    layer = make_layer(args.layer, args.max_message_size + 65536, args.shm_name)
+    if args.role == "consumer":
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        tasks = [loop.create_task(echo_consumer(layer)) for _ in range(2)]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        layer.close()  # type: ignore[attr-defined]
+        return 0
     sock = socket.create_server(("127.0.0.1", args.port), backlog=2048, reuse_port=False)
     options = Options(websocket_max_message_size=args.max_message_size, access_log=args.access_log)
     server = InterfaceServer(layer, [sock], options)
-    consumers = [asyncio.get_running_loop().create_task(echo_consumer(layer)) for _ in range(2)]
+    consumers = [asyncio.get_running_loop().create_task(echo_consumer(layer))
+                 for _ in range(2 if args.role == "both" else 0)]
     try:
         return await server.serve()
     finally:
@@ -77,6 +94,8 @@ def main() -> int:
     parser.add_argument("--layer", choices=["inmemory", "shm"], default="inmemory")
     parser.add_argument("--max-message-size", type=int, default=16 * 1024 * 1024 + 1024)
     parser.add_argument("--access-log", default=None)
+    parser.add_argument("--role", choices=["both", "interface", "consumer"], default="both")
+    parser.add_argument("--shm-name", default=None, help="shm segment name shared by the two roles")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(main_async(args))

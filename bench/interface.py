@@ -1,0 +1,165 @@
+"""Interface-server benchmark: shmchannels' interface beside uvicorn (h11 + wsproto).
+
+Both serve the same trivial application: HTTP ``200 ok`` and a WebSocket echo.
+
+- shmchannels: one interface process (``tools/echo_server.py --role interface``) and one
+  consumer process (``--role consumer``: what a worker does, minus Django) on one
+  shared-memory layer; every message crosses the layer twice.
+- uvicorn: one process, ``--http h11 --ws wsproto --workers 1``, running :func:`app`
+  below (an ASGI 3 app answering in-process, no layer at all).
+
+HTTP load comes from wrk, WebSocket load from asyncio clients in this process
+(``bench/_load.py``). Everything is bounded; run alone it takes about 40 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import _load
+
+ROOT = Path(__file__).resolve().parent.parent
+HTTP_SECONDS = 4
+HTTP_CONNECTIONS = 50
+ECHO_PLAN = [(1, 2000), (50, 40)]  # (clients, sequential round trips per client)
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The uvicorn peer: HTTP 200 "ok" and a WebSocket echo (ASGI 3)."""
+    if scope["type"] == "http":
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+    elif scope["type"] == "websocket":
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif event["type"] == "websocket.receive":
+                if event.get("text") is not None:
+                    await send({"type": "websocket.send", "text": event["text"]})
+                else:
+                    await send({"type": "websocket.send", "bytes": event["bytes"]})
+            else:
+                return
+    elif scope["type"] == "lifespan":
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _ensure_uvicorn() -> None:
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        # The bench's only extra dependency; installed into the project virtualenv on first use.
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uvicorn"], check=True, timeout=300)
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], ready_url: str | None) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.TemporaryFile()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if ready_url:
+            try:
+                _load.wait_http(ready_url, timeout=30)
+            except RuntimeError:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace")[-3000:])
+                raise
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+
+
+@contextlib.contextmanager
+def _shmchannels(port: int) -> Iterator[None]:
+    name = f"benchif{os.getpid()}"
+    echo = [sys.executable, str(ROOT / "tools" / "echo_server.py")]
+    with _process([*echo, "0", "--layer", "shm", "--shm-name", name, "--role", "consumer",
+                   "--max-message-size", "1000000"], None):
+        time.sleep(0.3)
+        with _process([*echo, str(port), "--layer", "shm", "--shm-name", name, "--role", "interface",
+                       "--max-message-size", "1000000"], f"http://127.0.0.1:{port}/"):
+            yield
+
+
+@contextlib.contextmanager
+def _uvicorn(port: int) -> Iterator[None]:
+    cmd = [sys.executable, "-m", "uvicorn", "--http", "h11", "--ws", "wsproto", "--port", str(port),
+           "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log", "bench.interface:app"]
+    with _process(cmd, f"http://127.0.0.1:{port}/"):
+        yield
+
+
+def _measure(label: str, server: Any) -> dict[str, Any]:
+    port = _load.free_port()
+    with server(port):
+        http = _load.run_wrk(f"http://127.0.0.1:{port}/", seconds=HTTP_SECONDS, connections=HTTP_CONNECTIONS)
+        echoes = [(clients, _load.ws_echo(f"ws://127.0.0.1:{port}/echo", clients, count))
+                  for clients, count in ECHO_PLAN]
+    return {"label": label, "http": http, "echo": echoes}
+
+
+def run() -> str:
+    """Measure both servers and return the BENCHMARKS.md section (markdown)."""
+    _ensure_uvicorn()
+    results = [_measure("shmchannels interface + shm layer + consumer process", _shmchannels),
+               _measure("uvicorn (h11, wsproto), in-process app", _uvicorn)]
+    ours, peer = results
+    lines = [
+        "## Interface server\n",
+        "The protocol server alone, with a trivial application: shmchannels' interface process and a "
+        "consumer process exchanging every message through the shared-memory layer, beside uvicorn "
+        "(`--http h11 --ws wsproto`, one process) answering in-process. Same machine, same run. "
+        f"HTTP: wrk, {HTTP_CONNECTIONS} connections, {HTTP_SECONDS} s. WebSocket: asyncio clients in the "
+        "benchmark process doing sequential round trips (the client shares the 2 cores).\n",
+        "| server | HTTP req/s | HTTP p50 / p99 ms | " + " | ".join(
+            f"WS echo {c} client{'s' if c > 1 else ''}: msg/s, p50 / p99 ms" for c, _ in ECHO_PLAN) + " |",
+        "|---|---|---|" + "---|" * len(ECHO_PLAN),
+    ]
+    for result in results:
+        http = result["http"]
+        cells = [f"{result['label']}", f"{http.rps:,.0f}" + (f" ({http.errors} errors)" if http.errors else ""),
+                 f"{http.p50_ms:.2f} / {http.p99_ms:.2f}"]
+        for _, echo in result["echo"]:
+            cells.append(f"{echo.msgs_per_s:,.0f}, {echo.p50_ms:.2f} / {echo.p99_ms:.2f}"
+                         + (f" ({echo.lost} lost)" if echo.lost else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    ratio_http = ours["http"].rps / peer["http"].rps if peer["http"].rps else float("nan")
+    ratios = ", ".join(f"{c} client(s) {o.msgs_per_s / p.msgs_per_s:.2f}x"
+                       for (c, o), (_, p) in zip(ours["echo"], peer["echo"]) if p.msgs_per_s)
+    lines.append("")
+    lines.append(f"Ratio shmchannels / uvicorn: HTTP {ratio_http:.2f}x; WebSocket echo {ratios}. "
+                 "uvicorn runs the application inside the protocol server; shmchannels pays two layer "
+                 "hops and a second process per message, which is the price of workers that can be "
+                 "restarted, scaled and deployed without dropping sockets.\n")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
