@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 from typing import Any, Callable, ContextManager, Iterator
 
 import pytest
@@ -42,7 +43,12 @@ def shm_layer(**kwargs: Any) -> Iterator[Any]:
 
     kwargs.setdefault("size", 8 * 1024 * 1024)
     name = f"shmch-test-{os.getpid()}-{next(_counter)}"
-    layer = shmlayer.ShmChannelLayer(name=name, **kwargs)
+    try:
+        layer = shmlayer.ShmChannelLayer(name=name, **kwargs)
+    except Exception:
+        # A refused configuration must not leave a half-made segment behind.
+        _assert_no_shm_leftovers(name)
+        raise
     try:
         yield layer
     finally:
@@ -50,8 +56,13 @@ def shm_layer(**kwargs: Any) -> Iterator[Any]:
             layer.unlink()
         finally:
             layer.close()
-        leftovers = [entry for entry in os.listdir("/dev/shm") if name in entry]
-        assert not leftovers, f"shm layer left {leftovers} in /dev/shm"
+        _assert_no_shm_leftovers(name)
+
+
+def _assert_no_shm_leftovers(name: str) -> None:
+    mine = re.compile(re.escape(name) + r"(?![0-9])")
+    leftovers = [entry for entry in os.listdir("/dev/shm") if mine.search(entry)]
+    assert not leftovers, f"shm layer left {leftovers} in /dev/shm"
 
 
 #: URL of the session's private redis-server, set by ``_redis_for_layers`` (redis tests only).

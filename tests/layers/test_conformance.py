@@ -197,6 +197,26 @@ def test_settings_attributes(make_layer: Any) -> None:
     assert layer.get_capacity("any.channel") == 7
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"capacity": 0},
+        {"capacity": -1},
+        {"capacity": "10"},
+        {"expiry": 0},
+        {"expiry": -5},
+        {"group_expiry": 0},
+        {"channel_capacity": {"http.*": 0}},
+        {"channel_capacity": {42: 5}},
+        {"max_message_size": 0},
+    ],
+    ids=lambda kwargs: ",".join(f"{k}={v!r}" for k, v in kwargs.items()),
+)
+def test_bad_settings_rejected(make_layer: Any, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        make_layer(**kwargs)
+
+
 def test_epoch(layer: Any) -> None:
     epoch = layer.epoch
     assert isinstance(epoch, int) and not isinstance(epoch, bool)
