@@ -1,0 +1,7 @@
+"""``python -m supervisor`` = the ``shmchannels`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

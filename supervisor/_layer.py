@@ -1,0 +1,89 @@
+"""The project's channel layer, as seen by the master: read from the settings module only.
+
+The master never runs ``django.setup()``: it imports the settings module with importlib,
+reads ``CHANNEL_LAYERS[alias]`` and builds the layer with the same code the workers use
+(``channels.asgi._build_layer``), so the segment name, size and capacities are
+identical in every process. That code reads no Django setting and imports no app.
+
+The master needs the layer for two things: create the shm segment before forking (and
+unlink it at a clean exit), and call ``discard_prefix`` when an interface process dies
+so its connections' group memberships do not linger.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+__all__ = ["LayerError", "build_layer", "layer_entry", "project_name"]
+
+
+class LayerError(Exception):
+    """The settings module or its CHANNEL_LAYERS cannot be used; one-line message."""
+
+
+def _import_settings(settings_module: str) -> Any:
+    # The project lives in the working directory, as with manage.py and gunicorn.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(settings_module)
+    except Exception as exc:
+        raise LayerError(f"cannot import the settings module {settings_module!r}: {type(exc).__name__}: {exc}") from None
+
+
+def layer_entry(settings_module: str | None, alias: str) -> dict[str, Any]:
+    """Return ``CHANNEL_LAYERS[alias]`` of the settings module (the shm default if unset).
+
+    Raises:
+        LayerError: no settings module, it does not import, or the alias is missing.
+    """
+    if not settings_module:
+        raise LayerError("no Django settings module: pass it as an argument, set django_settings "
+                         "in the config file, or set DJANGO_SETTINGS_MODULE")
+    module = _import_settings(settings_module)
+    layers = getattr(module, "CHANNEL_LAYERS", None)
+    if layers is None:
+        return {"BACKEND": "shmlayer.ShmChannelLayer", "ROUTING": []}
+    if not isinstance(layers, dict) or alias not in layers:
+        raise LayerError(f"{settings_module}.CHANNEL_LAYERS has no layer {alias!r}")
+    entry = layers[alias]
+    if not isinstance(entry, dict):
+        raise LayerError(f"{settings_module}.CHANNEL_LAYERS[{alias!r}] must be a dict")
+    return entry
+
+
+def build_layer(settings_module: str | None, alias: str) -> Any:
+    """Create (or attach to) the project's layer in this process.
+
+    Raises:
+        LayerError: the layer cannot be built, or it is an in-process layer (the in-memory
+            layer cannot carry messages between the master's children).
+    """
+    entry = layer_entry(settings_module, alias)
+    try:
+        from channels.asgi import _build_layer
+    except ImportError as exc:
+        raise LayerError(f"cannot load the channels package: {exc}") from None
+    try:
+        layer, _routing = _build_layer(alias, entry)
+    except Exception as exc:
+        raise LayerError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if getattr(layer, "process_local", False) or type(layer).__name__ == "InMemoryChannelLayer":
+        close = getattr(layer, "close", None)
+        if callable(close):
+            close()
+        raise LayerError(
+            f"CHANNEL_LAYERS[{alias!r}] is the in-memory layer, which cannot span processes; use "
+            "'shmlayer.ShmChannelLayer' (or Redis) with shmchannels, or 'manage.py runserver'"
+        )
+    return layer
+
+
+def project_name(settings_module: str | None) -> str:
+    """The default name in process titles: the settings module without ``.settings``."""
+    if not settings_module:
+        return "shmchannels"
+    return settings_module[: -len(".settings")] if settings_module.endswith(".settings") else settings_module
