@@ -460,7 +460,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 if value is None:
                     shard.client.set(key, random_suffix(20), nx=True)
                     value = shard.client.get(key)
-            digest.update(value or b"")
+            digest.update(value if isinstance(value, bytes) else b"")
         self._epoch = int.from_bytes(digest.digest(), "big") >> 1
         return self._epoch
 
