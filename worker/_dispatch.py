@@ -43,11 +43,11 @@ logger = logging.getLogger("django.channels.worker")
 #: How many times a message may be put back by ConsumeLater (Channels 1.x: 10).
 DEFAULT_MESSAGE_RETRIES = 10
 
-# Django closes stale connections around every request; a consumer is our request. The
-# channels.signals module connects these too (with its own dispatch_uid); connecting them
-# here keeps the guarantee even with a signals module that does not.
-consumer_started.connect(close_old_connections, dispatch_uid="worker.close_old_connections.started")
-consumer_finished.connect(close_old_connections, dispatch_uid="worker.close_old_connections.finished")
+# Django closes stale connections around every request; a consumer is our request.
+# channels.signals connects the same receivers under the same dispatch_uid, so whichever
+# module loads first wins and each runs once per signal, never twice.
+consumer_started.connect(close_old_connections, dispatch_uid="channels.close_old_connections.started")
+consumer_finished.connect(close_old_connections, dispatch_uid="channels.close_old_connections.finished")
 
 
 def _retries(content: dict[str, Any]) -> int:
