@@ -198,3 +198,11 @@ def test_failures_around_the_consumer_are_contained(failing, caplog):
             pending_message_store.flush_timeout = saved
     assert len(consumer.calls) == 1
     assert caplog.records, "the failure must be logged"
+
+
+def test_old_db_connections_are_closed_around_every_consumer_once():
+    from django.db import close_old_connections
+
+    for signal in (consumer_started, consumer_finished):
+        sync_receivers, _async_receivers = signal._live_receivers(object)
+        assert sync_receivers.count(close_old_connections) == 1
