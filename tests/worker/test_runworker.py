@@ -198,13 +198,14 @@ def test_sigterm_finishes_the_current_message(world):
     assert left["n"] == 2
 
 
-def test_sigint_exits_at_once(world):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_quick_signals_exit_at_once(world, signum):
     proc = world.runworker()
     proc.wait_for_line(r"Listening on channels")
     world.layer.send("test.slow", {"reply_to": REPLIES, "n": 1, "sleep": 60})
     assert world.reply()["started"] == 1
     stopped = time.monotonic()
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     assert proc.wait(15) == 0
     assert time.monotonic() - stopped < 10  # not the 60 s the consumer sleeps
 
