@@ -136,6 +136,19 @@ def test_two_mib_upload_through_body_channel(serve):
     assert int(chunks) >= 3  # 512 KiB in http.request, the rest through body_channel
 
 
+def test_upload_backpressure_with_a_one_message_body_channel(serve):
+    # Capacity 1 on body channels: every chunk waits (ChannelFull, retried) until the
+    # consumer took the one before; the upload still arrives whole and in order.
+    layer = InMemoryChannelLayer(channel_capacity={"http.request.body*": 1})
+    running, _ = serve(layer=layer)
+    payload = os.urandom(3 * 1024 * 1024 + 5)
+    conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=20)
+    conn.request("POST", "/body", body=payload)
+    length, digest, chunks = conn.getresponse().read().decode().split()
+    conn.close()
+    assert (int(length), digest, int(chunks)) == (len(payload), hashlib.sha256(payload).hexdigest(), 6)
+
+
 def test_chunked_upload_with_expect_continue(serve):
     running, _ = serve()
     head = (b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
