@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from channels.layers.redis import RedisChannelLayer
@@ -204,3 +205,46 @@ def test_host_b_dying_at_once_loses_nothing_on_a(hosts: tuple[Host, Host, RedisC
             second.send("still chatting")
             expect(on_a, "[user] still chatting")
             expect(second, "[user] still chatting")
+
+
+def test_redis_restart_resets_sockets_and_service_recovers(tmp_path: Path) -> None:
+    """Redis loses its data: the interface sees the new epoch, closes its sockets (1012),
+    and clients that reconnect chat again — no socket is left silently deaf."""
+    from tests.layers.test_redis import start_redis, stop_redis
+
+    redis_port = free_port()
+    proc = start_redis(redis_port, str(tmp_path))
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+        "SHMCHANNELS_TEST_LAYER": "redis",
+        "SHMCHANNELS_TEST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("SHMCHANNELS_CMD_ARGS", None)
+    host = Host("r", tmp_path, env)
+    try:
+        host.start()
+        with host.socket() as ws:
+            ws.send("before")
+            expect(ws, "[user] before")
+            stop_redis(proc)
+            time.sleep(0.5)
+            proc = start_redis(redis_port, str(tmp_path))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=FRAME_TIMEOUT)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
+        deadline = time.monotonic() + 30  # the interface may still be reconnecting to Redis
+        while True:
+            with host.socket() as again:
+                again.send("after")
+                try:
+                    if again.recv(timeout=5) == "[user] after":
+                        break
+                except (TimeoutError, ConnectionClosed):
+                    pass
+            assert time.monotonic() < deadline, f"no chat after Redis came back\n{host.log_tail()}"
+    finally:
+        host.cleanup()
+        stop_redis(proc)
