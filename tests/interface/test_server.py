@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -347,10 +348,10 @@ def test_max_connections_pauses_accepting(serve):
     c.close()
 
 
-def _spawn(*args: str) -> tuple[subprocess.Popen[bytes], int, str, str]:
+def _spawn(*args: str, preexec_fn: Any = None) -> tuple[subprocess.Popen[bytes], int, str, str]:
     port_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"iface-{os.getpid()}-{time.monotonic_ns()}")
     proc = subprocess.Popen([sys.executable, "-m", "tests.interface.echo_app", "--port-file", port_file, *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 20
     while not os.path.exists(port_file):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -390,3 +391,38 @@ def test_sigterm_drains_http_and_closes_websockets_1001():
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def _low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+
+def test_accept_loop_survives_running_out_of_file_descriptors():
+    proc, port, _, _ = _spawn(preexec_fn=_low_fd_limit)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(80):  # more than the server has fds for: accept() fails with EMFILE
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+        assert proc.poll() is None
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        deadline = time.monotonic() + 10
+        while True:  # once fds are free again the server serves as before
+            try:
+                assert get(port, "/after") == (200, b"ok /after")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        for sock in clients:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        _, err = proc.communicate()
+    assert b"pausing accept for 100 ms" in err
