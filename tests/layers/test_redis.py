@@ -475,3 +475,51 @@ def test_discarded_memberships_leave_no_index_behind(make: Any, redis_server: An
         layer.group_discard("idx2", f"iface.I!{index}")
     left = _keys(redis_server, layer.prefix)
     assert not any(":pg:" in key or ":cg:" in key or ":g:" in key for key in left), left
+
+
+def _drain_worker(url: str, prefix: str, out: Any) -> None:
+    # a receiver process: blocking receives until the sentinel, then report what it got
+    layer = RedisChannelLayer(hosts=[url], prefix=prefix)
+    got = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        channel, message = layer.receive(["mp.test", "mp.other"], block=True)
+        if channel is None:
+            continue
+        if message.get("stop"):
+            break
+        got.append(message["n"])
+    out.put(got)
+    layer.close()
+
+
+def test_competing_receiver_processes_get_each_message_once(make: Any, redis_server: Any) -> None:
+    import multiprocessing
+
+    layer = make(capacity=10_000)
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    procs = [context.Process(target=_drain_worker, args=(redis_server.url, layer.prefix, out)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    try:
+        total = 2000
+        for index in range(total):
+            layer.send("mp.test" if index % 3 else "mp.other", {"n": index})
+        # stop them only once everything was taken, so no message is left behind
+        wait_until = time.monotonic() + 30
+        while any(layer.channel_statistics(name)["messages_pending"] for name in ("mp.test", "mp.other")):
+            assert time.monotonic() < wait_until, "receivers did not drain the channels"
+            time.sleep(0.05)
+        for _ in procs:
+            layer.send("mp.test", {"stop": True})
+        results = [out.get(timeout=30) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+    received = [n for got in results for n in got]
+    assert sorted(received) == list(range(total))  # every message, none twice
+    assert sum(1 for got in results if got) >= 2  # they really competed
