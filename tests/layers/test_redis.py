@@ -523,3 +523,28 @@ def test_competing_receiver_processes_get_each_message_once(make: Any, redis_ser
     received = [n for got in results for n in got]
     assert sorted(received) == list(range(total))  # every message, none twice
     assert sum(1 for got in results if got) >= 2  # they really competed
+
+
+def test_connections_never_retry_and_have_timeouts(make: Any, redis_server: Any) -> None:
+    # a retried script whose reply was lost could deliver a message twice (asgi1.md §4)
+    layer = make(hosts=[redis_server.url, (redis_server.host, redis_server.port)], socket_timeout=3)
+    for shard in layer.shards:
+        connection = shard.client.connection_pool.get_connection()
+        try:
+            assert connection.retry.get_retries() == 0
+            assert connection.socket_timeout == 3 and connection.socket_connect_timeout == 2.0
+        finally:
+            shard.client.connection_pool.release(connection)
+
+    async def check_async() -> None:
+        for shard in layer.shards:
+            client, _ = shard.async_client()
+            connection = await client.connection_pool.get_connection()
+            try:
+                assert connection.retry.get_retries() == 0
+                assert connection.socket_timeout == 3
+            finally:
+                await client.connection_pool.release(connection)
+        await layer.close_async()
+
+    asyncio.run(check_async())
