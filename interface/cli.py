@@ -21,6 +21,8 @@ import stat
 import sys
 from typing import Any, Sequence
 
+from gunicorn.util import parse_address
+
 from ._options import Options
 from .server import run_interface
 
@@ -64,9 +66,20 @@ def load_layer(path: str) -> Any:
 def make_sockets(host: str | None, port: int | None, unix_path: str | None, fds: Sequence[int]) -> list[socket.socket]:
     """Bind and listen on what the command line asked for (default 127.0.0.1:8000).
 
+    ``host`` may also be a gunicorn-style address: ``HOST:PORT``, ``[V6]:PORT`` or
+    ``unix:PATH`` (parsed by ``gunicorn.util.parse_address``).
+
     Raises:
         UsageError: a socket cannot be bound or an fd is not a listening socket.
     """
+    unix_paths = [unix_path] if unix_path else []
+    if host is not None and (host.startswith("unix:") or host.startswith("[") or host.count(":") == 1):
+        parsed = parse_address(host)
+        if isinstance(parsed, str):
+            unix_paths.append(parsed)
+            host = None
+        else:
+            host, port = parsed[0], port if port is not None else parsed[1]
     sockets: list[socket.socket] = []
     try:
         for fd in fds:
@@ -74,16 +87,16 @@ def make_sockets(host: str | None, port: int | None, unix_path: str | None, fds:
             if sock.type != socket.SOCK_STREAM:
                 raise UsageError(f"--fd {fd} is not a stream socket")
             sockets.append(sock)
-        if unix_path:
+        for path in unix_paths:
             try:
-                if stat.S_ISSOCK(os.stat(unix_path).st_mode):
-                    os.unlink(unix_path)  # a stale socket from a previous run
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)  # a stale socket from a previous run
             except FileNotFoundError:
                 pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(unix_path)
-            sock.listen(2048)
             sockets.append(sock)
+            sock.bind(path)
+            sock.listen(2048)
         if host is not None or port is not None or not sockets:
             address = (host or "127.0.0.1", 8000 if port is None else port)
             family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -100,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shmchannels-interface",
                                      description="Serve HTTP/1.1 and WebSocket for a Channels 1.x project.")
     parser.add_argument("channel_layer", help="the layer as module.path:attribute, e.g. project.asgi:channel_layer")
-    parser.add_argument("-b", "--bind", help="TCP host to listen on (default 127.0.0.1)")
+    parser.add_argument("-b", "--bind", help="TCP host to listen on (default 127.0.0.1); gunicorn forms "
+                        "HOST:PORT, [V6]:PORT and unix:PATH work too")
     parser.add_argument("-p", "--port", type=int, help="TCP port (default 8000)")
     parser.add_argument("-u", "--unix-socket", help="unix socket path to listen on")
     parser.add_argument("--fd", type=int, action="append", default=[], help="inherited listening socket fd")
@@ -147,14 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sock in sockets:
         name = sock.getsockname()
         log.info("listening on %s", f"{name[0]}:{name[1]}" if isinstance(name, tuple) else name)
+    # Unix socket files this command created are removed at exit (inherited fds are not ours).
+    created = [sock.getsockname() for sock in sockets if sock.family == socket.AF_UNIX and sock.fileno() not in args.fd]
     try:
         return run_interface(layer, sockets, options)
     finally:
         for sock in sockets:
             sock.close()
-        if args.unix_socket:
+        for path in created:
             try:
-                os.unlink(args.unix_socket)
+                os.unlink(path)
             except OSError:
                 pass
 

@@ -39,6 +39,11 @@ def test_load_layer_and_make_sockets_in_process():
     finally:
         for sock in sockets:
             sock.close()
+    sockets = make_sockets("127.0.0.1:0", None, None, [])  # gunicorn-style HOST:PORT
+    try:
+        assert sockets[0].getsockname()[0] == "127.0.0.1"
+    finally:
+        sockets[0].close()
     busy = socket.create_server(("127.0.0.1", 0))
     try:
         with pytest.raises(UsageError):
