@@ -157,8 +157,8 @@ class HTTPConnection:
     @property
     def busy(self) -> bool:
         """True while a request is in progress (graceful shutdown waits for these)."""
-        return self._life.state not in (HTTPState.IDLE, HTTPState.CLOSED, HTTPState.SWITCHED) or bool(
-            self._head_started)
+        return self._life.state not in (HTTPState.IDLE, HTTPState.CLOSED, HTTPState.SWITCHED) or (
+            self._head_started is not None)
 
     @property
     def deadline(self) -> float | None:
@@ -370,6 +370,8 @@ class HTTPConnection:
         if state is HTTPState.RESPONDING:
             return  # the application answered early: the rest of the upload is discarded
         self._body_size += len(data)
+        # A slow but moving upload is fine: the body may pause at most http_idle_timeout.
+        self._deadline = self._clock() + self.options.http_idle_timeout
         limit = self.options.max_body_size
         if limit is not None and self._body_size > limit:
             self._fail(413, b"Payload Too Large", notify=state is HTTPState.STREAMING)
@@ -401,10 +403,12 @@ class HTTPConnection:
             self._dispatch(body, None)
             if self._life.state is HTTPState.RECEIVING:
                 self._life.fire("dispatch")
+                self._deadline = self._clock() + self.options.http_timeout
         elif state is HTTPState.STREAMING:
             self._send_chunk(bytes(self._body), more=False)
             self._body.clear()
             self._life.fire("body_end")
+            self._deadline = self._clock() + self.options.http_timeout
         elif state is HTTPState.RESPONDING and self._h11.our_state is h11.DONE:
             self._finish()
 

@@ -21,10 +21,10 @@ class Options:
     """Settings of one interface server process.
 
     Attributes:
-        http_timeout: seconds from a complete request head until the response must have
+        http_timeout: seconds from a complete request until the response must have
             started; then 503 (daphne ``--http-timeout``).
-        http_idle_timeout: seconds a started response may stay silent between chunks;
-            then the connection is aborted.
+        http_idle_timeout: seconds a request body may pause mid-upload (then 408), and a
+            started response may stay silent between chunks (then the connection is cut).
         header_timeout: seconds a client has to send a complete request head once it
             started one (slowloris defence); then 408 and close.
         websocket_timeout: maximum WebSocket lifetime in seconds, then close 1000;

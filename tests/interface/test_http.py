@@ -354,3 +354,16 @@ def test_illegal_transition_is_a_local_error():
     with pytest.raises(LocalProtocolError):
         life.fire("respond")
     assert life.fire("request") is HTTPState.RECEIVING
+
+
+def test_slow_but_moving_upload_is_not_cut_but_a_stalled_one_is():
+    core, clock = http_core(http_timeout=5, http_idle_timeout=2)
+    core.receive_data(request("POST", headers=[("Content-Length", "100")]))
+    for _ in range(9):  # 18 s in total, never 2 s without data
+        clock.advance(1.9)
+        core.tick()
+        core.receive_data(b"x" * 10)
+    assert not core.closed
+    clock.advance(2)
+    core.tick()
+    assert parse_responses(core.pop_data(), [b"POST"])[0][0] == 408
