@@ -159,22 +159,24 @@ def test_announce_refuses_bad_input_without_a_traceback(site: ExampleSite) -> No
 
 @pytest.mark.parametrize("origin", ["http://evil.example.com", "http://127.0.0.1.evil.example.com:8000"])
 def test_foreign_origin_is_rejected(site: ExampleSite, origin: str) -> None:
-    with pytest.raises(InvalidStatus) as caught:
-        open_socket(site, "lobby", "mallory", origin=origin)
+    with pytest.raises(InvalidStatus) as caught, open_socket(site, "lobby", "mallory", origin=origin):
+        pass
     assert caught.value.response.status_code == 403
 
 
 def test_missing_origin_is_rejected(site: ExampleSite) -> None:
     # allowed_hosts_only, as in Channels 1.x, refuses a connect without an Origin header.
-    with pytest.raises(InvalidStatus) as caught:
-        connect(f"{site.ws_base}/chat/lobby/?username=x", proxy=None, open_timeout=FRAME_TIMEOUT)
+    with pytest.raises(InvalidStatus) as caught, \
+            connect(f"{site.ws_base}/chat/lobby/?username=x", proxy=None, open_timeout=FRAME_TIMEOUT):
+        pass
     assert caught.value.response.status_code == 403
 
 
 @pytest.mark.parametrize("path", ["/chat/not.a.room/", "/elsewhere/", "/chat/"])
 def test_socket_on_unknown_path_is_rejected(site: ExampleSite, path: str) -> None:
-    with pytest.raises(InvalidStatus) as caught:
-        connect(f"{site.ws_base}{path}", origin=site.origin, proxy=None, open_timeout=FRAME_TIMEOUT)
+    with pytest.raises(InvalidStatus) as caught, \
+            connect(f"{site.ws_base}{path}", origin=site.origin, proxy=None, open_timeout=FRAME_TIMEOUT):
+        pass
     assert caught.value.response.status_code == 403
 
 
