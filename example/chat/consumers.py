@@ -13,7 +13,10 @@ A browser opens ``ws://host/chat/<room>/?username=<name>``:
 
 ``enforce_ordering`` makes the connect and every receive of one socket run in order
 even with several workers, as the tutorial's "Enforcing Ordering" section shows; it
-keeps its bookkeeping in the channel session, so it is used on connect too.
+keeps its bookkeeping in the channel session, so it is used on connect too. The
+ordering ends at the ``chat-messages`` queue: two workers may take two consecutive lines
+from it and save them in either order (the tutorial's design accepts that; the page
+shows lines in the order they were saved).
 """
 from __future__ import annotations
 

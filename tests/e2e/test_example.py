@@ -117,6 +117,21 @@ def test_two_clients_chat_and_the_messages_are_saved(site: ExampleSite) -> None:
     assert [m["text"] for m in later] == ["hi alice"]
 
 
+def test_a_burst_of_lines_all_arrive_and_are_saved(site: ExampleSite) -> None:
+    room = fresh_room()
+    sent = [f"line {i}" for i in range(30)]
+    with open_socket(site, room, "alice") as alice, open_socket(site, room, "bob") as bob:
+        for text in sent:
+            alice.send(text)
+        got: list[str] = []
+        while len(got) < len(sent):
+            got.append(receive_json(bob, lambda data: data.get("type") == "message")["text"])
+    # Receives of one socket run in order (enforce_ordering); the two workers may then
+    # save two consecutive lines in either order, so compare as sets.
+    assert sorted(got) == sorted(sent)
+    assert sorted(text for _, text in site.saved_messages(room)) == sorted(sent)
+
+
 def test_rooms_are_separate(site: ExampleSite) -> None:
     room_a, room_b = fresh_room(), fresh_room()
     with open_socket(site, room_a, "ann") as ann, open_socket(site, room_b, "ben") as ben:
