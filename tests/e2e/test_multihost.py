@@ -69,7 +69,7 @@ class Host:
         raise AssertionError(f"master {self.name} did not serve /hello/ in {BOOT_DEADLINE:.0f} s\n{self.log_tail()}")
 
     def socket(self) -> ClientConnection:
-        return connect(f"ws://127.0.0.1:{self.port}/groups/", proxy=None, open_timeout=FRAME_TIMEOUT, close_timeout=2)
+        return chat_socket(self.port)
 
     def terminate(self) -> None:
         """Graceful stop: SIGTERM to the master, wait for it and its children."""
@@ -144,10 +144,15 @@ def expect(ws: ClientConnection, text: str) -> None:
     assert ws.recv(timeout=FRAME_TIMEOUT) == text
 
 
-def join(host: Host, layer: RedisChannelLayer, members: int) -> ClientConnection:
+def chat_socket(port: int) -> ClientConnection:
+    """A client of the tutorial's ``/groups/`` chat (``Group("chat")``) on ``port``."""
+    return connect(f"ws://127.0.0.1:{port}/groups/", proxy=None, open_timeout=FRAME_TIMEOUT, close_timeout=2)
+
+
+def join(host: Host | int, layer: RedisChannelLayer, members: int) -> ClientConnection:
     # The connect consumer accepts before it adds the socket to the group: wait until the
     # membership is in Redis, or an early broadcast could miss the new socket.
-    ws = host.socket()
+    ws = chat_socket(host if isinstance(host, int) else host.port)
     wait_for(lambda: len(layer.group_channels("chat")) >= members, 10, f"{members} member(s) in Group('chat')")
     return ws
 
@@ -248,3 +253,72 @@ def test_redis_restart_resets_sockets_and_service_recovers(tmp_path: Path) -> No
     finally:
         host.cleanup()
         stop_redis(proc)
+
+
+class Proc:
+    """One process of the split shape (an interface or a worker), started and stopped by pid."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
+        self.log_path = workdir / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def test_interface_only_and_worker_only_processes(redis_server: Any, tmp_path: Path) -> None:
+    """The split shape without the master: two edge interfaces (``shmchannels-interface``)
+    and a worker elsewhere (``manage.py runworker``); replacing the worker loses no socket."""
+    prefix = f"mh-{secrets.token_hex(4)}:"
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+        "SHMCHANNELS_TEST_LAYER": "redis",
+        "SHMCHANNELS_TEST_REDIS_URL": redis_server.url,
+        "SHMCHANNELS_TEST_REDIS_PREFIX": prefix,
+        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
+    interface = str(Path(sys.executable).parent / "shmchannels-interface")
+    ports = [free_port(), free_port()]
+    procs = [Proc(f"edge{index}", [interface, "-b", "127.0.0.1", "-p", str(port), "tests.e2e.multihost_asgi:channel_layer"],
+                  tmp_path, env) for index, port in enumerate(ports)]
+    worker = Proc("worker1", [sys.executable, "-m", "django", "runworker"], tmp_path, env)
+    procs.append(worker)
+    try:
+        def serving() -> bool:
+            try:
+                with _OPENER.open(f"http://127.0.0.1:{ports[0]}/hello/", timeout=5) as first, \
+                        _OPENER.open(f"http://127.0.0.1:{ports[1]}/hello/", timeout=5) as second:
+                    return first.status == second.status == 200
+            except OSError:
+                return False
+
+        wait_for(serving, BOOT_DEADLINE, "both edges to serve /hello/ through the worker", interval=0.2)
+        with join(ports[0], layer, 1) as one, join(ports[1], layer, 2) as two:
+            one.send("across edges")
+            expect(one, "[user] across edges")
+            expect(two, "[user] across edges")
+            worker.stop()
+            procs.append(Proc("worker2", [sys.executable, "-m", "django", "runworker"], tmp_path, env))
+            two.send("new worker")
+            expect(one, "[user] new worker")
+            expect(two, "[user] new worker")
+    finally:
+        for proc in procs:
+            proc.stop()
+        layer.flush()
+        layer.shards[0].client.delete(prefix + "epoch")
+        layer.close()
