@@ -8,6 +8,7 @@ HTTP paths:
                   length and sha256;
     ``/stream``   a response in three chunks;
     ``/slow/N``   answer after N seconds;
+    ``/slowstream/N`` send the status and a first chunk now, the last chunk after N seconds;
     ``/silent``   never answer;
     ``/scope``    answer the request message's scope keys as JSON;
     anything else ``ok <path>``.
@@ -100,6 +101,12 @@ class EchoConsumer:
         elif path.startswith("/slow/"):
             timer = threading.Timer(float(path.split("/")[2]), self.send,
                                     (reply, {"status": 200, "content": b"slow done"}))
+            self._timers.append(timer)
+            timer.start()
+        elif path.startswith("/slowstream/"):
+            self.send(reply, {"status": 200, "content": b"started ", "more_content": True})
+            timer = threading.Timer(float(path.split("/")[2]), self.send,
+                                    (reply, {"content": b"finished", "more_content": False}))
             self._timers.append(timer)
             timer.start()
         elif path == "/silent":

@@ -74,5 +74,5 @@ def test_layer_loss_closes_websockets_with_1012(shm_interface):
         ShmChannelLayer(name=layer.segment_name, size=16 * 1024 * 1024).close()
         started = time.monotonic()
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 1012 and time.monotonic() - started < 4
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1012 and time.monotonic() - started < 9  # checked every second
