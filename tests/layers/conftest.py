@@ -9,11 +9,17 @@ Adding a layer (e.g. Redis): write a context-manager factory below that takes th
 kwargs (``capacity``, ``expiry``, ``group_expiry``, ``channel_capacity``,
 ``max_message_size``), yields a fresh, empty layer and cleans up everything it made, then
 add it to ``LAYER_FACTORIES`` (and, if its tests need a marker, to ``LAYER_MARKS``).
+
+A layer whose store other handles and processes can open (shm, Redis) also records a
+*peer spec* with :func:`register_peer`: ``(class path, constructor kwargs)`` that open the
+same store again. The ``peer_spec`` fixture hands it to the several-handles tests; layers
+without one (in-memory) skip those tests with a reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import re
@@ -22,6 +28,14 @@ from typing import Any, Callable, ContextManager, Iterator
 import pytest
 
 _counter = itertools.count()
+
+#: id(layer) -> ("module.Class", JSON-able kwargs) opening the same store again.
+_peer_specs: dict[int, tuple[str, dict[str, Any]]] = {}
+
+
+def register_peer(layer: Any, class_path: str, kwargs: dict[str, Any]) -> None:
+    """Record how another handle or process opens ``layer``'s store."""
+    _peer_specs[id(layer)] = (class_path, kwargs)
 
 
 @contextlib.contextmanager
@@ -49,9 +63,11 @@ def shm_layer(**kwargs: Any) -> Iterator[Any]:
         # A refused configuration must not leave a half-made segment behind.
         _assert_no_shm_leftovers(name)
         raise
+    register_peer(layer, "shmlayer.ShmChannelLayer", dict(kwargs, name=name))
     try:
         yield layer
     finally:
+        _peer_specs.pop(id(layer), None)
         try:
             layer.unlink()
         finally:
@@ -76,9 +92,11 @@ def redis_layer(**kwargs: Any) -> Iterator[Any]:
 
     prefix = f"conf-{os.getpid()}-{next(_counter)}:"
     layer = RedisChannelLayer(hosts=[_redis_url[-1]], prefix=prefix, **kwargs)
+    register_peer(layer, "channels.layers.redis.RedisChannelLayer", dict(kwargs, hosts=[_redis_url[-1]], prefix=prefix))
     try:
         yield layer
     finally:
+        _peer_specs.pop(id(layer), None)
         try:
             layer.flush()
             layer.shards[0].client.delete(prefix + "epoch")
@@ -125,3 +143,28 @@ def make_layer(layer_name: str) -> Iterator[Callable[..., Any]]:
 def layer(make_layer: Callable[..., Any]) -> Any:
     """A fresh layer with default settings."""
     return make_layer()
+
+
+@pytest.fixture
+def peer_spec(layer: Any, layer_name: str) -> tuple[str, dict[str, Any]]:
+    """How another handle or process opens ``layer``'s store; skips layers that cannot share."""
+    spec = _peer_specs.get(id(layer))
+    if spec is None:
+        pytest.skip(f"{layer_name}: no other handle or process can open this layer's store")
+    return spec
+
+
+def open_layer(spec: tuple[str, dict[str, Any]]) -> Any:
+    """Open a new handle from a peer spec (the caller closes it)."""
+    module, _, name = spec[0].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**spec[1])
+
+
+@pytest.fixture
+def peer(peer_spec: tuple[str, dict[str, Any]]) -> Iterator[Any]:
+    """A second handle, in this process, on the store of ``layer``."""
+    handle = open_layer(peer_spec)
+    try:
+        yield handle
+    finally:
+        handle.close()
