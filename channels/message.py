@@ -10,9 +10,9 @@ it (returned or raised). ``pending_message_store`` listens to both:
 - ``consumer_finished`` -> :meth:`PendingMessageStore.send_and_flush`: the list is taken
   (so a failure cannot leak into the next consumer) and sent in FIFO order.
 
-FIFO matters: ``enforce_ordering`` requeues the next message of a socket as the *last*
-held send, so the replies of message k are on the reply channel before message k+1 can
-run on any worker.
+FIFO matters: ``enforce_ordering`` *defers* (:meth:`PendingMessageStore.defer`) the step
+that marks message k+1 as next and requeues it, so it runs only after the replies of
+message k are on their channels: no worker can run k+1 earlier.
 
 A held send that meets ``ChannelFull`` is retried with exponential backoff (5 ms doubling
 to 250 ms) until :attr:`PendingMessageStore.flush_timeout` (5 s, shared by the whole
@@ -28,7 +28,7 @@ import copy
 import logging
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from shmlayer.contract import ChannelFull
 
@@ -139,6 +139,18 @@ class PendingMessageStore:
         messages.append((sender, copy.deepcopy(content)))
         return True
 
+    def defer(self, action: Callable[[], Any]) -> bool:
+        """Run ``action()`` at flush time, after every send held before it (FIFO).
+
+        Returns:
+            False when not holding (the caller runs it now), True when deferred.
+        """
+        messages = getattr(self._local, "messages", None)
+        if messages is None:
+            return False
+        messages.append((None, action))
+        return True
+
     def discard(self) -> None:
         """Drop every held send of this thread and stop holding (e.g. on a worker abort)."""
         self._local.messages = None
@@ -160,10 +172,12 @@ class PendingMessageStore:
         first_error: BaseException | None = None
         for sender, content in messages:
             try:
-                if not self._deliver_with_retry(sender, content, deadline):
+                if sender is None:
+                    content()  # a deferred action (see defer)
+                elif not self._deliver_with_retry(sender, content, deadline):
                     failed.append(sender.name)
             except Exception as exc:  # keep flushing the rest; report after
-                logger.error("Held send to %s failed: %s", sender, exc)
+                logger.error("Held send to %s failed: %s", sender or "a deferred action", exc)
                 first_error = first_error or exc
         if failed:
             names = ", ".join(sorted(set(failed)))

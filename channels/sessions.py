@@ -30,6 +30,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from shmlayer.contract import MAX_NAME_LENGTH
 
 from .exceptions import ConsumeLater
+from .message import pending_message_store
 
 __all__ = [
     "channel_and_http_session",
@@ -268,9 +269,10 @@ def channel_and_http_session(func: Consumer) -> Consumer:
 # (asgi1.md §8). Several workers may pick up messages of one socket at once, so the
 # decorator runs message k only when the channel session says k is next (ORDER_KEY):
 #
-# - order == next: run the consumer, store next = k+1 and *save the session at once*,
-#   then settle (below). The requeue of k+1 is a held send appended after the consumer's
-#   own sends, so FIFO flushing puts k's replies on the wire before k+1 can run anywhere.
+# - order == next: run the consumer and save what it changed. Storing next = k+1 and
+#   settling (below) is *deferred* to the flush of the consumer's held sends, after them
+#   (PendingMessageStore.defer): k+1 cannot run anywhere -- not even when a parking
+#   worker releases it -- before k's replies are on their channels.
 # - order > next: park the message on the socket's wait channel
 #   (``__wait__.<reply channel with !/? turned into .>``), then settle: the worker
 #   running k may have finished between our session read and our park.
@@ -420,6 +422,22 @@ def _settle(message: Any, expected: int | None) -> None:
         expected = fresh
 
 
+def _advance(message: Any, next_order: int) -> None:
+    # Runs when the consumer's held sends are out (deferred to the flush): only now may
+    # next_order run anywhere. Save first, then settle (the invariant above).
+    reply = message.reply_channel.name
+    if message.channel.name == "websocket.disconnect":
+        _drain(message.channel_layer, wait_channel_for(reply))  # nothing comes after it
+        return
+    session = session_for_reply_channel(reply)
+    current = session.get(ORDER_KEY)
+    if session.get(ORDER_BROKEN_KEY) or (isinstance(current, int) and current >= next_order):
+        return  # never move backwards (a connect's accept sent with immediately=True)
+    session[ORDER_KEY] = next_order
+    save_channel_session(session)
+    _settle(message, next_order)
+
+
 def enforce_ordering(func: Consumer | None = None, slight: bool = False) -> Any:
     """Run the messages of each socket strictly in their ``order`` (see the notes above).
 
@@ -464,10 +482,14 @@ def enforce_ordering(func: Consumer | None = None, slight: bool = False) -> Any:
                 raise
             finally:
                 if advance:
-                    session[ORDER_KEY] = order + 1
-                    save_channel_session(session)
-                    session.modified = False
-                    _settle(message, order + 1)
+                    if session.modified:
+                        save_channel_session(session)  # what the consumer changed
+                        session.modified = False
+                    release = functools.partial(_advance, message, order + 1)
+                    # A connect advances at once: nothing of its socket exists before its
+                    # accept goes out, and the first receive must then find next=1.
+                    if order == 0 or not pending_message_store.defer(release):
+                        release()
 
         return inner
 

@@ -236,3 +236,27 @@ def test_disconnect_with_ordered_messages_pending_keeps_session():
     dispatch(wrapper, "websocket.receive", frame(reply, 1))
     pump(wrapper, ["websocket.receive"])
     assert seen == [0, 1, 2] and plain == [3]
+
+
+def test_next_message_cannot_run_before_replies_are_out(monkeypatch):
+    # The moment "next is 2" is stored, another worker takes 2 and runs it. The reply of
+    # 1 must already be out by then (the advance is deferred to the flush, after it).
+    wrapper, reply = new_socket()
+    layer = wrapper.channel_layer
+    dispatch(wrapper, "websocket.connect", ws_content(reply))
+    real_save = sessions.save_channel_session
+    raced = []
+
+    def save_then_race(session):
+        real_save(session)
+        if session.get(ORDER_KEY) == 2 and not raced:
+            raced.append(True)
+            other = threading.Thread(target=dispatch, args=(wrapper, "websocket.receive", frame(reply, 2)))
+            other.start()
+            other.join(10)
+
+    monkeypatch.setattr(sessions, "save_channel_session", save_then_race)
+    layer.log.clear()
+    dispatch(wrapper, "websocket.receive", frame(reply, 1))
+    assert raced and seen == [0, 1, 2]
+    assert [text for channel, text, _ in layer.log if channel == reply] == ["reply 1", "reply 2"]
