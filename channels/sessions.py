@@ -272,7 +272,8 @@ def channel_and_http_session(func: Consumer) -> Consumer:
 # - order == next: run the consumer and save what it changed. Storing next = k+1 and
 #   settling (below) is *deferred* to the flush of the consumer's held sends, after them
 #   (PendingMessageStore.defer): k+1 cannot run anywhere -- not even when a parking
-#   worker releases it -- before k's replies are on their channels.
+#   worker releases it -- before k's replies are on their channels. (A connect, order 0,
+#   stores next = 1 at once: nothing of its socket can arrive before its accept is out.)
 # - order > next: park the message on the socket's wait channel
 #   (``__wait__.<reply channel with !/? turned into .>``), then settle: the worker
 #   running k may have finished between our session read and our park.
@@ -299,7 +300,6 @@ def channel_and_http_session(func: Consumer) -> Consumer:
 # ---------------------------------------------------------------------------------------
 
 WAIT_PREFIX = "__wait__."
-_META_KEYS = ("original_channel", "__wait_started__")
 _MAX_DRAIN = 10_000
 _SETTLE_ROUNDS = 4
 
