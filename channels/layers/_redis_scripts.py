@@ -50,7 +50,10 @@ Invariants (each kept by the scripts below, which Redis runs atomically):
 - Time is Redis's ``TIME``, never a client clock, so hosts with skewed clocks agree.
 
 Readers never call a command Redis refuses under ``maxmemory`` (``denyoom``): a full
-Redis can always be drained. Only sends and ``group_add`` fail then.
+Redis can always be drained. Only sends and ``group_add`` fail then, and before they
+write anything: Redis checks a script for OOM only until its first write command, so
+each writing script *starts* with a ``denyoom`` command (``INCR seq`` for sends, ``ZADD``
+or ``SADD`` for ``group_add``) as its gate.
 
 Scripts touch keys they compute, so they run on a standalone Redis (or one shard per
 ``hosts`` entry), not on Redis Cluster.
@@ -193,6 +196,7 @@ SEND_GROUP = _PRELUDE + r"""
 local body, expiry_ms = ARGV[2], tonumber(ARGV[3])
 local group, group_expiry_ms = ARGV[4], tonumber(ARGV[5])
 local now = now_ms()
+local id = new_id()  -- first: the OOM gate (see the module docstring)
 local targets = {}
 if group ~= '' then
   local gk = P .. 'g:' .. group
@@ -214,7 +218,6 @@ else
   end
 end
 if #targets == 0 then return {0, 0, {}} end
-local id = new_id()
 local mk = P .. 'm:' .. id
 local fields = {'body:', body}
 local queued, full, drops = 0, 0, {}

@@ -395,19 +395,25 @@ class RedisChannelLayer(BaseChannelLayer):
         g_index = self._shard_of(group)
         if len(self.shards) == 1 and self._lua_capacities is not None:
             # one round trip: the script reads the members, picks capacities and delivers
-            self._run(
-                g_index, "SEND_GROUP", body, self._expiry_ms, group, self._group_expiry_ms, self.capacity,
-                *self._lua_capacities,
-            )
+            self._run_group(g_index, body, group, *self._lua_capacities)
             return
         by_shard: dict[int, list[Any]] = {}
         for channel in self.group_channels(group):
             by_shard.setdefault(self._shard_of(_queue_of(channel)), []).extend((channel, self.get_capacity(channel)))
         for index, targets in by_shard.items():
+            self._apply_drops(index, self._run_group(index, body, "", *targets))
+
+    def _run_group(self, index: int, body: bytes, group: str, *pairs: Any) -> Sequence[bytes]:
+        # A Redis at maxmemory refuses the copies: to a group sender that is "every member
+        # full", which send_group never raises (asgi1.md §1); say it in the log instead.
+        try:
             *_, drops = self._run(
-                index, "SEND_GROUP", body, self._expiry_ms, "", self._group_expiry_ms, self.capacity, *targets
+                index, "SEND_GROUP", body, self._expiry_ms, group, self._group_expiry_ms, self.capacity, *pairs
             )
-            self._apply_drops(index, drops)
+        except redis.exceptions.OutOfMemoryError as exc:
+            logger.warning("send_group dropped: Redis %s is out of memory (maxmemory): %s", self.shards[index].label, exc)
+            return []
+        return drops  # type: ignore[no-any-return]
 
     # -- lifecycle and administration ----------------------------------------------------------
 

@@ -383,20 +383,25 @@ def test_frozen_redis_times_out_instead_of_hanging() -> None:
 
 
 def test_full_redis_refuses_sends_as_channel_full_but_drains() -> None:
-    with own_redis("--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as (port, _proc):
+    with own_redis("--maxmemory-policy", "noeviction") as (port, _proc):
         layer = RedisChannelLayer(hosts=[("127.0.0.1", port)], capacity=10_000)
-        blob = {"data": b"x" * 100_000}
-        sent = 0
+        admin = redis.Redis(host="127.0.0.1", port=port)
+        blob = {"data": b"x" * 10_000}
+        layer.group_add("oom.group", "oom.member")
+        for _ in range(5):
+            layer.send("oom.test", blob)
+        admin.config_set("maxmemory", "1")  # Redis is now over its limit for any write
         with pytest.raises(ChannelFull, match="out of memory"):
-            for _ in range(200):
-                layer.send("oom.test", blob)
-                sent += 1
-        assert sent > 0
+            layer.send("oom.test", blob)
+        layer.send_group("oom.group", blob)  # members count as full: skipped, never raised
         received = 0
-        while layer.receive(["oom.test"])[0] is not None:
+        while layer.receive(["oom.test", "oom.member"], block=received == 0)[0] is not None:
             received += 1
-        assert received == sent
-        layer.send("oom.test", blob)  # room again
+        assert received == 5  # readers still drain a full Redis
+        admin.config_set("maxmemory", "0")
+        layer.send_group("oom.group", blob)
+        assert layer.receive(["oom.member"])[0] == "oom.member"
+        admin.close()
         layer.close()
 
 
