@@ -292,11 +292,11 @@ class _Connection(asyncio.Protocol):
         self.pump()
 
     def _cancel_timers(self) -> None:
-        for handle in (self._timer, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._timer_at = self._retry_handle = None
-        self._pending.clear()
+        # Sends still waiting for room in the layer keep their retry timer after the socket
+        # closed: a websocket.receive must still reach the app, and the disconnect behind it.
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
 
 
 class InterfaceServer:
