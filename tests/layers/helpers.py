@@ -17,5 +17,6 @@ def drain(layer: Any, channels: list[str], limit: int = 1000) -> list[tuple[str,
 
 
 def fill(layer: Any, channel: str, count: int) -> None:
+    """Send ``count`` messages ``{"n": 0..count-1}`` to ``channel``."""
     for index in range(count):
         layer.send(channel, {"n": index})
