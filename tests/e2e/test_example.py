@@ -132,6 +132,23 @@ def test_a_burst_of_lines_all_arrive_and_are_saved(site: ExampleSite) -> None:
     assert sorted(text for _, text in site.saved_messages(room)) == sorted(sent)
 
 
+def test_blank_lines_are_dropped_and_long_lines_cut(site: ExampleSite) -> None:
+    room = fresh_room()
+    with open_socket(site, room, "ann") as ann:
+        ann.send("   ")
+        ann.send(b"binary frames are not chat lines")
+        ann.send("x" * 5000)
+        got = receive_json(ann, lambda data: data.get("type") == "message")
+        assert got["text"] == "x" * 2000
+    assert site.saved_messages(room) == [("ann", "x" * 2000)]
+
+
+def test_asgi_module_exposes_the_layer_the_1x_way(site: ExampleSite) -> None:
+    result = site.manage("shell", "-v", "0", "-c", "import chatsite.asgi as a; print(type(a.channel_layer).__name__, "
+                         "a.channel_layer.segment_name)")
+    assert result.stdout.split() == ["ShmChannelLayer", site.segment]
+
+
 def test_rooms_are_separate(site: ExampleSite) -> None:
     room_a, room_b = fresh_room(), fresh_room()
     with open_socket(site, room_a, "ann") as ann, open_socket(site, room_b, "ben") as ben:
