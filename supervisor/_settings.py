@@ -134,9 +134,10 @@ def check_address(address: str, key: str = "bind", source: str = "the command li
     """
     if not isinstance(address, str) or not address.strip():
         raise ConfigError(key, source, f"bad address {address!r}: expected HOST:PORT, unix:PATH or fd://N")
-    if address.startswith("[") and "]" not in address:
+    netloc = address[len("tcp://"):] if address.startswith("tcp://") else address
+    if netloc.startswith("[") and "]" not in netloc:
         raise ConfigError(key, source, f"bad address {address!r}: missing ']' after the IPv6 host")
-    if address.count(":") > 1 and not address.startswith(("[", "unix:", "fd://", "tcp://[")):
+    if netloc.count(":") > 1 and not netloc.startswith(("[", "unix:", "fd://")):
         raise ConfigError(key, source, f"bad address {address!r}: write an IPv6 host as [::1]:8000")
     try:
         parsed = parse_address(address)

@@ -209,11 +209,11 @@ class Arbiter:
         try:
             while True:
                 signum = self._wait(self._tick())
-                if signum is not None:
+                while signum is not None:
                     code = self._dispatch(signum)
                     if code is not None:
                         return self._finish(code)
-                    continue
+                    signum = self._signals.popleft() if self._signals else None
                 self.reap_children()
                 if self.halt_reason:
                     log.error("%s", self.halt_reason)
@@ -434,7 +434,13 @@ class Arbiter:
                 if now - child.aborted_at >= ABORT_GRACE:
                     self._kill(child, signal.SIGKILL)
                 continue
-            silent = now - self.scoreboard.last_heartbeat(child.slot)
+            last = self.scoreboard.last_heartbeat(child.slot)
+            if last <= 0.0:
+                # A slot always holds the spawn time or a later heartbeat; an empty one
+                # means the record is not what we think: never kill on that evidence.
+                log.error("%s %d (pid %d): empty scoreboard slot %d", child.kind, child.number, child.pid, child.slot)
+                continue
+            silent = now - last
             if silent > timeout:
                 log.critical("%s TIMEOUT: %s %d (pid %d) sent no heartbeat for %.1f s",
                              child.kind.upper(), child.kind, child.number, child.pid, silent)
@@ -502,8 +508,9 @@ class Arbiter:
     # -- in the child -----------------------------------------------------------------------
     def _prepare_child(self, spec: ChildSpec, child: Child) -> None:
         child.pid = os.getpid()
+        # The child keeps only the write end of the master's wake-up pipe: booted() writes
+        # to it so the master notices a boot at once instead of on its next 1 s tick.
         os.close(self._pipe[0])  # type: ignore[index]
-        os.close(self._pipe[1])  # type: ignore[index]
         self.notifier.close()
         if not spec.gets_listeners:
             for listener in self.listeners:
@@ -516,8 +523,14 @@ class Arbiter:
         slot = child.slot
         scoreboard = self.scoreboard
 
+        wake_fd = self._pipe[1]  # type: ignore[index]
+
         def booted(prefix: str | None = None) -> None:
             scoreboard.mark_booted(slot, prefix)
+            try:
+                os.write(wake_fd, b"b")
+            except OSError:
+                pass  # pipe full or master gone: the master polls anyway
 
         def heartbeat() -> None:
             scoreboard.beat(slot)

@@ -1,0 +1,232 @@
+"""The master with fake children: spawn, reap, respawn, backoff, timeouts, signals, reload.
+
+Each test runs the real ``shmchannels`` command (``tests.supervisor.fake_master``) in a
+subprocess with tiny timeouts; the children run a fake target steered by flag files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.supervisor.harness import Master, alive, cmdline, wait_for
+
+
+@pytest.fixture
+def fake_dir(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def start(fake_dir):
+    masters = []
+
+    def start_master(*args, env=None, **kwargs):
+        full_env = {"FAKE_DIR": str(fake_dir), **(env or {})}
+        master = Master(["-b", "127.0.0.1:0", "--graceful-timeout", "3", *args], env=full_env, **kwargs).start()
+        masters.append(master)
+        return master
+
+    yield start_master
+    for master in masters:
+        master.stop()
+
+
+def events(fake_dir):
+    path = fake_dir / "events"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def flag(fake_dir, name, value="1"):
+    (fake_dir / name).write_text(value)
+
+
+def unflag(fake_dir, name):
+    (fake_dir / name).unlink()
+
+
+def test_spawn_titles_and_graceful_stop(start, fake_dir):
+    master = start("--interfaces", "2", "-w", "2", "-n", "proj")
+    interfaces = master.wait_children("interface", 2)
+    workers = master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    assert cmdline(master.pid) == "shmchannels: master [proj]"
+    titles = sorted(cmdline(pid) for pid in interfaces + workers)
+    assert titles == ["shmchannels: interface 1 [proj]", "shmchannels: interface 2 [proj]",
+                      "shmchannels: worker 1 [proj]", "shmchannels: worker 2 [proj]"]
+    started = [line for line in events(fake_dir) if line.startswith("start")]
+    assert all("notify=None" in line for line in started)
+    assert all(("listeners=1" in line) == (" interface " in f" {line} ") for line in started)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+    assert not any(alive(pid) for pid in interfaces + workers)
+    stopped = [line for line in events(fake_dir) if line.startswith("stopped-term")]
+    assert len(stopped) == 4
+    assert (fake_dir / "unlinked").exists()  # the layer's segment is removed at a clean exit
+
+
+def test_dead_children_are_replaced_and_interface_prefix_discarded(start, fake_dir):
+    master = start("--interfaces", "1", "-w", "2")
+    [interface] = master.wait_children("interface", 1)
+    workers = master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    os.kill(workers[0], signal.SIGKILL)
+    new_workers = master.wait_children("worker", 2, exclude=[workers[0]])
+    assert workers[1] in new_workers
+    assert "(perhaps out of memory?)" in master.log()
+    os.kill(interface, signal.SIGKILL)
+    master.wait_children("interface", 1, exclude=[interface])
+    wait_for(lambda: (fake_dir / "discarded").exists(), 5, "discard_prefix call")
+    assert (fake_dir / "discarded").read_text().split() == [f"interface.fake{interface}!"]
+
+
+def test_backoff_when_children_keep_failing_at_boot(start, fake_dir):
+    master = start("-w", "1")
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    flag(fake_dir, "fail_worker")
+    os.kill(worker, signal.SIGKILL)
+    master.wait_log("next attempt in 0.5 s")
+    master.wait_log("next attempt in 1.0 s")
+    assert "FAKE BOOT ERROR worker" in master.log()  # the child's stderr reaches the master's
+    unflag(fake_dir, "fail_worker")
+    master.wait_children("worker", 1, timeout=10, exclude=[worker])
+    master.wait_log("worker 1 (pid", count=2)
+    assert master.proc.poll() is None  # still serving: failures after READY never halt
+
+
+def test_stuck_worker_is_aborted_and_replaced(start, fake_dir):
+    master = start("-w", "1", "--timeout", "1")
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    flag(fake_dir, "hang_worker")
+    os.kill(worker, signal.SIGKILL)
+    hung = master.wait_children("worker", 1, exclude=[worker])[0]
+    wait_for(lambda: f"booted worker 1" in "".join(line for line in events(fake_dir) if str(hung) in line),
+             5, "the replacement to boot")
+    unflag(fake_dir, "hang_worker")
+    master.wait_log(f"WORKER TIMEOUT: worker 1 (pid {hung})")
+    master.wait_children("worker", 1, exclude=[worker, hung])
+    assert f"worker 1 (pid {hung}) exited: signal SIGABRT" in master.log() or \
+           f"worker 1 (pid {hung}) exited: signal SIGKILL" in master.log()
+
+
+def test_ttin_ttou_change_the_worker_count(start):
+    master = start("-w", "2")
+    master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    master.signal(signal.SIGTTIN)
+    master.wait_children("worker", 3)
+    # Standard signals do not queue: wait for each to take effect before the next.
+    master.signal(signal.SIGTTOU)
+    master.wait_children("worker", 2)
+    master.signal(signal.SIGTTOU)
+    master.wait_children("worker", 1)
+    master.signal(signal.SIGTTOU)  # never below one
+    time.sleep(0.3)
+    assert len(master.children("worker")) == 1
+    assert len(master.children("interface")) == 1
+
+
+def test_hup_swaps_worker_generation_and_keeps_interfaces(start, fake_dir):
+    master = start("--interfaces", "2", "-w", "2")
+    interfaces = master.wait_children("interface", 2)
+    old_workers = master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    master.signal(signal.SIGHUP)
+    new_workers = master.wait_children("worker", 2, exclude=old_workers)
+    master.wait_log("Reload of worker done")
+    assert master.children("interface") == interfaces  # open websockets live there: untouched
+    assert not any(alive(pid) for pid in old_workers)
+    stopped = [line for line in events(fake_dir) if line.startswith("stopped-term worker")]
+    assert sorted(int(line.split()[-1]) for line in stopped) == old_workers
+    assert set(new_workers).isdisjoint(old_workers)
+
+
+def test_hup_with_failing_new_generation_keeps_the_old(start, fake_dir):
+    master = start("-w", "2")
+    old_workers = master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    flag(fake_dir, "fail_worker")
+    master.signal(signal.SIGHUP)
+    master.wait_log("Reload failed: worker")
+    master.wait_log("keeping the old worker generation")
+    time.sleep(0.5)
+    assert master.children("worker") == old_workers
+    unflag(fake_dir, "fail_worker")
+    master.signal(signal.SIGHUP)  # the next deploy works again
+    master.wait_children("worker", 2, exclude=old_workers)
+
+
+def test_hup_restarts_interfaces_only_when_their_settings_change(start, fake_dir):
+    conf = fake_dir / "shmchannels.conf.py"
+    conf.write_text("http_timeout = 10\n")
+    master = start("-c", str(conf), "-w", "1")
+    [interface] = master.wait_children("interface", 1)
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    conf.write_text("http_timeout = 20\n")
+    master.signal(signal.SIGHUP)
+    master.wait_children("interface", 1, exclude=[interface])
+    master.wait_children("worker", 1, exclude=[worker])
+    conf.write_text("http_timeout = 'x'\n")
+    master.signal(signal.SIGHUP)
+    master.wait_log("Reload failed: http_timeout in")
+    assert master.proc.poll() is None
+
+
+def test_first_generation_boot_failure_exits_nonzero_with_the_error(start, fake_dir):
+    flag(fake_dir, "fail_worker")
+    master = start("-w", "2")
+    assert master.wait_exit() == 1
+    log = master.log()
+    assert "FAKE BOOT ERROR worker" in log
+    assert "failed to boot (exit code 3); see its error above" in log
+    assert "Ready:" not in log
+    wait_for(lambda: not master.children(), 5, "no children left")
+
+
+def test_boot_timeout_before_ready_is_a_failure(start, fake_dir):
+    flag(fake_dir, "slow_worker", "30")
+    master = start("-w", "1", "--timeout", "1")
+    assert master.wait_exit() == 1
+    assert "worker 1 did not boot in time" in master.log()
+
+
+def test_usr1_goes_to_children_that_handle_it_and_pidfile(start, fake_dir):
+    pidfile = fake_dir / "master.pid"
+    master = start("-w", "1", "--pid", str(pidfile))
+    master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    assert pidfile.read_text().strip() == str(master.pid)
+    master.signal(signal.SIGUSR1)
+    wait_for(lambda: sum(line.startswith("usr1") for line in events(fake_dir)) == 2, 5, "usr1 in both children")
+    master.signal(signal.SIGWINCH)  # ignored
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+    assert not pidfile.exists()
+
+
+def test_quit_is_a_fast_stop(start, fake_dir):
+    master = start("-w", "1")
+    master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    master.signal(signal.SIGQUIT)
+    assert master.wait_exit() == 0
+    assert any(line.startswith("stopped-quit") for line in events(fake_dir))
+
+
+def test_stuck_child_is_killed_at_the_graceful_deadline(start, fake_dir):
+    master = start("-w", "1", "--graceful-timeout", "0.5")
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    flag(fake_dir, "hang_worker")
+    os.kill(worker, signal.SIGKILL)
+    master.wait_children("worker", 1, exclude=[worker])
+    master.wait_log("booted", count=3)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+    assert "still running at the deadline: SIGKILL" in master.log() or "did not stop in time" in master.log()
