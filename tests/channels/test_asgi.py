@@ -187,3 +187,22 @@ def test_no_settings_gives_a_clear_error_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "DJANGO_SETTINGS_MODULE" in out.stderr
+
+
+def test_real_shm_layer_from_an_asgi_ipc_config():
+    import shmlayer
+    from shmlayer.contract import random_suffix
+
+    name = f"shmchannels-test-asgi-{random_suffix(8)}"
+    config = {"prefix": name, "message_memory": 6 << 20, "group_memory": 2 << 20}
+    with layers(default={"BACKEND": "asgi_ipc.IPCChannelLayer", "CONFIG": config}):
+        wrapper = ChannelLayerManager().make_backend("default")
+    layer = wrapper.channel_layer
+    try:
+        assert type(layer) is shmlayer.ShmChannelLayer
+        assert layer.get_capacity("websocket.receive") == 500
+        wrapper.send("tests.shm", {"text": "through shared memory"})
+        assert wrapper.receive(["tests.shm"]) == ("tests.shm", {"text": "through shared memory"})
+    finally:
+        layer.close()
+        layer.unlink()
