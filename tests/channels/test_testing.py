@@ -103,3 +103,11 @@ class TutorialTests(ChannelTestCase):
         client.send_and_consume("websocket.connect", path="/groups/")
         Group("chat").send({"text": "outside"})
         assert client.receive(json=False) == {"text": "outside"}
+
+
+def test_channels_test_is_the_1_1_name():
+    import channels.test
+    import channels.tests
+
+    assert channels.test.WSClient is channels.tests.HttpClient
+    assert channels.test.ChannelTestCase is ChannelTestCase
