@@ -553,3 +553,13 @@ def test_connections_never_retry_and_have_timeouts(make: Any, redis_server: Any)
         await layer.close_async()
 
     asyncio.run(check_async())
+
+
+def test_flush_escapes_glob_characters_in_the_prefix(make: Any) -> None:
+    tag = next(_counter)
+    starry, plain = make(prefix=f"fl{tag}*:"), make(prefix=f"fl{tag}x:")
+    starry.send("g.test", {"n": 1})
+    plain.send("g.test", {"n": 2})
+    starry.flush()
+    assert plain.receive(["g.test"]) == ("g.test", {"n": 2})
+    assert starry.receive(["g.test"]) == (None, None)
