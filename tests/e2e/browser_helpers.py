@@ -191,8 +191,12 @@ class ExampleSite:
             return None
         return wait_for(find, 10.0, f"a child process titled {kind!r}")
 
-    def stop(self) -> None:
-        """Stop the master by pid (SIGTERM, SIGKILL after a deadline), then clean up."""
+    def stop(self) -> int | None:
+        """Stop the master by pid (SIGTERM, SIGKILL after a deadline), then clean up.
+
+        Returns:
+            The master's exit status (negative: killed by that signal), None if never started.
+        """
         try:
             if self.proc is not None:
                 self.children()
@@ -215,6 +219,11 @@ class ExampleSite:
                 self._log_file.close()
                 self._log_file = None
             self.unlink_segment()
+        return None if self.proc is None else self.proc.returncode
+
+    def segment_exists(self) -> bool:
+        """True while the layer's segment file is in /dev/shm."""
+        return Path("/dev/shm", self.segment).exists()
 
     def unlink_segment(self) -> None:
         """Remove the site's shared-memory segment (normally the master already did)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.e2e.browser_helpers import ExampleSite, SiteError
+from tests.e2e.browser_helpers import ExampleSite, SiteError, pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -219,3 +220,19 @@ def test_site_still_serves_after_the_rejections(site: ExampleSite) -> None:
         receive_json(zoe, is_message("zoe", "still here"))
     if site.proc is None or site.proc.poll() is not None:
         raise SiteError("the master died during the tests\n" + site.log_tail())
+
+
+def test_master_stops_cleanly_and_removes_its_segment(site: ExampleSite) -> None:
+    # Runs last in this module: SIGTERM drains the master, which unlinks the segment itself.
+    assert site.segment_exists()
+    pids = site.children()
+    assert len(pids) >= 3  # 1 interface + 2 workers, from shmchannels.conf.py
+    assert site.proc is not None
+    site.proc.terminate()
+    try:
+        site.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the master did not stop within 20 s of SIGTERM\n" + site.log_tail()) from None
+    assert site.proc.returncode == 0, site.log_tail()
+    assert not site.segment_exists(), "the master left its segment behind\n" + site.log_tail()
+    assert not [pid for pid in pids if pid_alive(pid)], "children outlived the master"
