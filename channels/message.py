@@ -38,7 +38,7 @@ from .signals import consumer_finished, consumer_started
 
 __all__ = ["Message", "PendingMessageStore", "pending_message_store"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("django.channels.message")
 
 
 class Message:

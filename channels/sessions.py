@@ -40,7 +40,7 @@ __all__ = [
     "session_for_reply_channel",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("django.channels.sessions")
 
 #: Session key holding the next ``order`` enforce_ordering will run (Channels 1.x name).
 ORDER_KEY = "__channels_next_order"

@@ -30,7 +30,7 @@ from ..sessions import find_message
 
 __all__ = ["AllowedHostsOnlyOriginValidator", "BaseOriginValidator", "allowed_hosts_only"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("django.channels.security")
 
 
 class BaseOriginValidator:
