@@ -599,28 +599,41 @@ class Arbiter:
     def stop(self, graceful: bool = True) -> None:
         """Stop every child: SIGTERM (graceful) or SIGQUIT (fast), SIGKILL at the deadline.
 
-        A SIGINT/SIGQUIT during a graceful stop turns it into a fast one.
+        In a graceful stop the children holding the listeners (interfaces) go first and
+        the others (workers) keep serving until those are gone, so requests the
+        interfaces are draining still get answered; the workers get SIGTERM when the
+        interfaces have exited, or with a fifth of the time left at the latest. A
+        SIGINT/SIGQUIT during a graceful stop turns it into a fast one.
         """
         from ._sockets import close_all
         self.notifier.stopping(f"stopping {len(self.children)} children")
         close_all(self.listeners)
         self.listeners = []
-        signum = signal.SIGTERM if graceful else signal.SIGQUIT
-        limit = float(self.config.graceful_timeout) if graceful else min(QUICK_STOP, float(self.config.graceful_timeout) or QUICK_STOP)
-        deadline = time.monotonic() + limit
+        limit = float(self.config.graceful_timeout) if graceful else min(QUICK_STOP, float(self.config.graceful_timeout))
+        start = time.monotonic()
+        deadline = start + limit
+        first = {kind for kind, spec in self.specs.items() if spec.gets_listeners} if graceful else set(self.specs)
         for child in list(self.children.values()):
             child.retiring = True
-            self._kill(child, signum)
+            if child.kind in first or child.kind not in self.specs:
+                self._kill(child, signal.SIGTERM if graceful else signal.SIGQUIT)
+        second_sent = not graceful
         while self.children and time.monotonic() < deadline:
             received = self._wait(0.1)
             if graceful and received in (signal.SIGINT, signal.SIGQUIT):
                 log.info("Second signal during graceful stop: stopping fast")
-                graceful = False
+                graceful, second_sent = False, True
                 deadline = min(deadline, time.monotonic() + QUICK_STOP)
                 for child in list(self.children.values()):
                     self._kill(child, signal.SIGQUIT)
             self.reap_children()
-            self.notifier.ping_watchdog(time.monotonic())
+            now = time.monotonic()
+            if not second_sent and (not any(c.kind in first for c in self.children.values())
+                                    or now >= deadline - limit / 5):
+                second_sent = True
+                for child in list(self.children.values()):
+                    self._kill(child, signal.SIGTERM)
+            self.notifier.ping_watchdog(now)
         for child in list(self.children.values()):
             log.warning("%s %d (pid %d) still running at the deadline: SIGKILL", child.kind, child.number, child.pid)
             self._kill(child, signal.SIGKILL)
