@@ -1,0 +1,188 @@
+"""The real master (2 interfaces x 2 workers) serving the tutorial over the shm layer.
+
+One master runs for the chat, crash, reload and scaling tests (in file order); the stop
+test runs its own. Clients are the ``websockets`` sync client and raw HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from shmlayer import ShmChannelLayer
+from tests.e2e.harness import RealMaster, http_get, socket_inodes, wait_for
+from tests.supervisor.harness import alive
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def master():
+    server = RealMaster(["--interfaces", "2", "-w", "2", "--timeout", "10"]).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def open_clients(master, count, path="/groups/"):
+    # Entered as context managers (websockets >= 14 warns otherwise); close_all() closes them.
+    return [connect(master.url(path), open_timeout=5, close_timeout=1).__enter__() for _ in range(count)]
+
+
+def close_all(clients):
+    for client in clients:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def receive_text(client, expected, timeout=5.0):
+    """Read until ``expected`` arrives (other chat lines may come first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{expected!r} did not arrive")
+        if client.recv(timeout=remaining) == expected:
+            return
+
+
+def chat_reaches_everyone(clients, text):
+    clients[0].send(text)
+    for client in clients:
+        receive_text(client, f"[user] {text}")
+
+
+def test_chat_reaches_clients_on_both_interfaces(master):
+    interfaces = master.children("interface")
+    assert len(interfaces) == 2
+    before = {pid: len(socket_inodes(pid)) for pid in interfaces}
+    clients = open_clients(master, 10)
+    try:
+        # The accept is shared: with 10 clients both interfaces hold some of them.
+        after = {pid: len(socket_inodes(pid)) for pid in interfaces}
+        assert all(after[pid] > before[pid] for pid in interfaces), (before, after)
+        chat_reaches_everyone(clients, "hello everyone")
+        status, body = http_get(master.port, "/hello/")
+        assert status == 200 and b"Hello world" in body
+    finally:
+        close_all(clients)
+
+
+def test_hup_keeps_websockets_open_and_replaces_workers(master):
+    interfaces = master.children("interface")
+    workers = master.children("worker")
+    clients = open_clients(master, 4)
+    try:
+        chat_reaches_everyone(clients, "before deploy")
+        master.signal(signal.SIGHUP)
+        master.wait_children("worker", 2, timeout=30, exclude=workers)
+        assert master.children("interface") == interfaces
+        chat_reaches_everyone(clients, "after deploy")
+        assert http_get(master.port)[0] == 200
+    finally:
+        close_all(clients)
+
+
+def test_ttin_ttou_scale_real_workers(master):
+    master.signal(signal.SIGTTIN)
+    master.wait_children("worker", 3, timeout=30)
+    master.signal(signal.SIGTTOU)
+    master.wait_children("worker", 2, timeout=15)
+    assert http_get(master.port)[0] == 200
+
+
+def test_worker_killed_mid_traffic_is_replaced(master):
+    workers = master.children("worker")
+    clients = open_clients(master, 3)
+    results: list[int] = []
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set() and len(results) < 400:
+            try:
+                results.append(http_get(master.port, timeout=8)[0])
+            except OSError:
+                results.append(0)
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        wait_for(lambda: len(results) >= 5, 10, "traffic")
+        os.kill(workers[0], signal.SIGKILL)
+        master.wait_children("worker", 2, timeout=30, exclude=[workers[0]])
+        count = len(results)
+        wait_for(lambda: len(results) >= count + 5, 20, "traffic after the replacement")
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert results[-1] == 200
+    # At most the request the dead worker held is lost (503 after http_timeout).
+    assert results.count(200) >= len(results) - 2, results
+    try:
+        chat_reaches_everyone(clients, "after worker crash")
+    finally:
+        close_all(clients)
+
+
+def test_interface_killed_is_replaced_and_its_memberships_dropped(master):
+    interfaces = master.children("interface")
+    clients = open_clients(master, 10)
+    victim = interfaces[0]
+    try:
+        os.kill(victim, signal.SIGKILL)
+        master.wait_children("interface", 2, timeout=30, exclude=[victim])
+        master.wait_log("Discarded the channels and group memberships of interface.", timeout=10)
+        line = [l for l in master.log().splitlines() if "Discarded" in l and "interface." in l][-1]
+        prefix = line.rsplit(" ", 1)[1]
+        layer = ShmChannelLayer(name=master.segment, _create=False)
+        try:
+            assert not [name for name in layer.group_channels("chat") if name.startswith(prefix)]
+        finally:
+            layer.close()
+        survivors = []
+        for client in clients:
+            try:
+                client.ping().wait(2)
+                survivors.append(client)
+            except (ConnectionClosed, TimeoutError, OSError):
+                pass
+        assert 0 < len(survivors) < len(clients)  # the victim's clients dropped, the others not
+        chat_reaches_everyone(survivors, "after interface crash")
+        newcomer = open_clients(master, 1)
+        chat_reaches_everyone(newcomer + survivors, "newcomer")
+        close_all(newcomer)
+    finally:
+        close_all(clients)
+
+
+def test_term_drains_websockets_with_1001_and_removes_the_segment():
+    server = RealMaster(["--interfaces", "1", "-w", "1"]).start()
+    try:
+        server.wait_ready()
+        assert server.segment_exists()
+        children = server.children()
+        clients = open_clients(server, 3, "/echo/")
+        clients[0].send("ping")
+        assert clients[0].recv(timeout=5) == "ping"
+        server.signal(signal.SIGTERM)
+        codes = []
+        for client in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                client.recv(timeout=10)
+            codes.append(info.value.rcvd.code if info.value.rcvd else None)
+        assert codes == [1001, 1001, 1001]
+        assert server.wait_exit(timeout=20) == 0
+        assert not server.segment_exists()
+        assert not any(alive(pid) for pid in children)
+    finally:
+        server.stop()
