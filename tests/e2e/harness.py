@@ -121,3 +121,92 @@ def tcp_connectable(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+#: Runs one management command of the test project. ``call_command`` with the command
+#: object itself: with "django.contrib.staticfiles" listed before "channels" in
+#: INSTALLED_APPS, ``manage.py runserver`` would find staticfiles' command first.
+MANAGE_SCRIPT = """
+import sys, django
+django.setup()
+from django.core.management import call_command
+from importlib import import_module
+name = sys.argv[1]
+command = import_module("channels.management.commands." + name).Command()
+call_command(command, *sys.argv[2:])
+"""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren...)."""
+    from tests.supervisor.harness import children_of
+
+    found, queue = [], [pid]
+    while queue:
+        for child in children_of(queue.pop()):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+class ManageCommand:
+    """A ``runserver``/``runworker`` subprocess of the test project; stopped by pid.
+
+    Args:
+        command: ``runserver`` or ``runworker``.
+        args: its arguments.
+        env: the project environment (``project_env``).
+    """
+
+    def __init__(self, command: str, args: Iterable[str], env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        from tests.supervisor.harness import ROOT
+
+        self.log_path = os.path.join(tempfile.gettempdir(), f"shmc-{command}-{os.getpid()}-{secrets.token_hex(3)}.log")
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.pop("SHMCHANNELS_CMD_ARGS", None)
+        full_env.update(env, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-c", MANAGE_SCRIPT, command, *args], cwd=ROOT,
+                                     env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.seen: set[int] = set()
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+
+    def processes(self) -> list[int]:
+        """Its live descendants (remembered for teardown)."""
+        found = descendants(self.proc.pid)
+        self.seen.update(found)
+        return found
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """TERM, wait, KILL; then KILL any descendant still alive. Returns the exit code."""
+        import signal
+        import subprocess
+
+        from tests.supervisor.harness import alive
+
+        self.processes()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for pid in self.seen:
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._log.close()
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+        return self.proc.returncode

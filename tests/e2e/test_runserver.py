@@ -1,0 +1,111 @@
+"""``manage.py runserver`` (and ``--noworker`` + ``runworker``) serving the tutorial."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+
+import pytest
+from websockets.sync.client import connect
+
+import channels.management.commands.runserver as runserver_module
+from tests.e2e.harness import ManageCommand, http_get, project_env, remove_segment, wait_for
+from tests.supervisor.harness import alive, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def shm_env():
+    segment = f"shmc-rs-{os.getpid()}-{secrets.token_hex(3)}"
+    env = project_env(segment)
+    yield env
+    remove_segment(segment)
+    try:
+        os.unlink(env["SHMCHANNELS_TEST_DB"])
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def commands():
+    started = []
+    yield started
+    for command in reversed(started):
+        command.stop()
+
+
+def serves(port, command):
+    def ok():
+        try:
+            return http_get(port, "/hello/", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ok, 30, f"runserver on port {port} (log:\n{command.log()[-3000:]})", interval=0.1)
+
+
+def echo(port, text):
+    with connect(f"ws://127.0.0.1:{port}/echo/", open_timeout=5) as ws:
+        ws.send(text)
+        assert ws.recv(timeout=5) == text
+
+
+def test_runserver_shm_reloads_workers_on_code_change_and_keeps_websockets(shm_env, commands):
+    port = free_port()
+    server = ManageCommand("runserver", [f"127.0.0.1:{port}", "--workers", "1"], shm_env)
+    commands.append(server)
+    serves(port, server)
+    assert "Channel layer default (shmlayer.ShmChannelLayer); 1 interface + 1 worker process(es)" in server.log()
+    echo(port, "first")
+    with connect(f"ws://127.0.0.1:{port}/echo/", open_timeout=5) as ws:
+        before = set(server.processes())
+        # A code change (the reloader watches the modules imported by runserver).
+        path = runserver_module.__file__
+        os.utime(path)
+        wait_for(lambda: "Reload of worker done" in server.log(), 20, f"the reload (log:\n{server.log()[-2000:]})")
+        ws.send("still here")
+        assert ws.recv(timeout=5) == "still here"  # the interface was not restarted
+        # One worker retired (gone once it finished), a new one booted.
+        wait_for(lambda: before - set(server.processes()), 10, "the old worker to exit")
+        assert set(server.processes()) - before
+    assert server.stop() == 0
+    assert not os.path.exists(f"/dev/shm/{shm_env['SHMCHANNELS_TEST_SEGMENT']}")
+    assert not any(alive(pid) for pid in server.seen)
+
+
+def test_runserver_noworker_with_runworker(shm_env, commands):
+    port = free_port()
+    server = ManageCommand("runserver", [f"127.0.0.1:{port}", "--noworker"], shm_env)
+    commands.append(server)
+    wait_for(lambda: "interface only" in server.log(), 30, "the banner")
+    worker = ManageCommand("runworker", [], shm_env)
+    commands.append(worker)
+    serves(port, server)
+    echo(port, "via runworker")
+    worker.stop()
+    assert server.stop() == 0
+
+
+def test_runserver_in_memory_layer_in_one_process(commands, tmp_path):
+    port = free_port()
+    env = {"DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+           "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3")}
+    server = ManageCommand("runserver", [f"127.0.0.1:{port}", "--noreload"], env)
+    commands.append(server)
+    serves(port, server)
+    assert "InMemoryChannelLayer); in-process" in server.log()
+    assert server.processes() == []  # no child processes: worker threads in the same process
+    echo(port, "in memory")
+    assert server.stop() == 0
+
+
+def test_noworker_refuses_the_in_memory_layer(commands, tmp_path):
+    env = {"DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+           "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3")}
+    server = ManageCommand("runserver", [f"127.0.0.1:{free_port()}", "--noworker"], env)
+    commands.append(server)
+    server.proc.wait(timeout=30)
+    assert server.proc.returncode != 0
+    assert "--noworker needs a layer other processes can reach" in server.log()
