@@ -10,12 +10,13 @@ waiting (``_waiters``). Capacity of a process channel counts per full name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import threading
 import time
 import weakref
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import _layout as L
 from ._recovery import pid_alive, recover
@@ -544,6 +545,16 @@ class ShmChannelLayer(BaseChannelLayer):
 
         store = self._current()
         return list(self._locked(store, verify, store))
+
+    @contextlib.contextmanager
+    def _hold_lock_for_test(self) -> Iterator[None]:
+        """Test hook: hold the segment lock (dirty word set) for the ``with`` body."""
+        store = self._current()
+        store.segment.acquire()
+        try:
+            yield
+        finally:
+            store.segment.release()
 
     def __repr__(self) -> str:
         return f"<shmlayer.ShmChannelLayer {self.segment_name!r}>"

@@ -1,0 +1,197 @@
+"""kill -9 at any instant never wedges or corrupts the layer for the others."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import pytest
+
+import shmlayer
+from shmlayer import _heap, _store
+
+Make = Callable[..., shmlayer.ShmChannelLayer]
+ctx = multiprocessing.get_context("fork")
+
+
+def _kill(proc: Any) -> None:
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.join(5)
+
+
+def _hold_lock(name: str, holding: Any) -> None:
+    layer = shmlayer.ShmChannelLayer(name=name)
+    with layer._hold_lock_for_test():
+        holding.set()
+        time.sleep(60)
+
+
+def _stats_ok(name: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "shmlayer", "stats", name], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "consistency: ok" in out.stdout
+    return out.stdout
+
+
+def test_killed_lock_holder_does_not_wedge(make_layer: Make) -> None:
+    layer = make_layer()
+    layer.send("before", {"n": 1})
+    holding = ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding))
+    proc.start()
+    try:
+        assert holding.wait(10)
+        _kill(proc)
+        start = time.monotonic()
+        layer.send("after", {"n": 2})
+        assert layer.receive(["before"]) == ("before", {"n": 1})
+        assert layer.receive(["after"]) == ("after", {"n": 2})
+        assert time.monotonic() - start < 1.0
+    finally:
+        _kill(proc)
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+    _stats_ok(layer.segment_name)
+
+
+def test_waiter_blocked_on_a_dead_holder_carries_on(make_layer: Make) -> None:
+    layer = make_layer()
+    holding = ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding))
+    proc.start()
+    try:
+        assert holding.wait(10)
+        killer = ctx.Process(target=lambda: (time.sleep(0.2), os.kill(proc.pid, signal.SIGKILL)))
+        killer.start()
+        start = time.monotonic()
+        layer.send("x", {})  # blocks on the flock until the kernel drops it
+        assert 0.1 < time.monotonic() - start < 1.2
+        killer.join(5)
+    finally:
+        _kill(proc)
+    assert layer.receive(["x"]) == ("x", {})
+
+
+def _busy(name: str, seed: int) -> None:
+    rng = random.Random(seed)
+    layer = shmlayer.ShmChannelLayer(name=name)
+    n = 0
+    while True:
+        n += 1
+        op = rng.random()
+        try:
+            if op < 0.4:
+                layer.send(f"q{n % 5}", {"n": n, "b": b"x" * rng.choice([10, 300, 5000])})
+            elif op < 0.6:
+                layer.send(f"p!c{n % 9}", {"n": n})
+            elif op < 0.75:
+                layer.receive([f"q{n % 5}", "p!"])
+            elif op < 0.85:
+                layer.group_add(f"g{n % 3}", f"p!c{n % 9}")
+            elif op < 0.95:
+                layer.send_group(f"g{n % 3}", {"n": n})
+            else:
+                layer.group_discard(f"g{n % 3}", f"p!c{n % 9}")
+        except shmlayer.ChannelFull:
+            pass
+
+
+def test_kill_mid_operation_in_a_tight_loop(make_layer: Make) -> None:
+    layer = make_layer(capacity=30)
+    rng = random.Random(1)
+    for round_ in range(8):
+        proc = ctx.Process(target=_busy, args=(layer.segment_name, round_))
+        proc.start()
+        time.sleep(rng.uniform(0.05, 0.2))
+        _kill(proc)
+        start = time.monotonic()
+        layer.send("probe", {"round": round_})
+        assert layer.receive(["probe"]) == ("probe", {"round": round_})
+        assert time.monotonic() - start < 1.0
+        assert layer.verify() == [], f"round {round_}"
+    _stats_ok(layer.segment_name)
+    # everything left is still deliverable
+    drained = 0
+    for channel in ["q0", "q1", "q2", "q3", "q4", "p!"]:
+        while layer.receive([channel])[0] is not None:
+            drained += 1
+    assert layer.verify() == []
+
+
+# (class, method) pairs whose middle is a state the segment can be left in by SIGKILL.
+_INJECTION_POINTS = [
+    (_heap.Heap, "_push"),
+    (_heap.Heap, "_unlink"),
+    (_store.Store, "_pop_head"),
+    (_store.Store, "_link_member_lists"),
+    (_store.Store, "_unchain"),
+    (_store.Store, "_new_node"),
+    (_store.Store, "_create_chan"),
+    (_store.Store, "_free_node"),
+    (_store.Store, "remove_member"),
+    (_store.Store, "_collect_waiters"),
+]
+
+
+def _die_inside(name: str, cls: Any, method: str, after_calls: int) -> None:
+    original = getattr(cls, method)
+    calls = [0]
+
+    def patched(self: Any, *args: Any) -> Any:
+        result = original(self, *args)
+        calls[0] += 1
+        if calls[0] >= after_calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(cls, method, patched)
+    _busy(name, after_calls)
+
+
+@pytest.mark.parametrize("cls,method", _INJECTION_POINTS, ids=[f"{c.__name__}.{m}" for c, m in _INJECTION_POINTS])
+def test_crash_injected_inside_critical_sections(make_layer: Make, cls: Any, method: str) -> None:
+    layer = make_layer(capacity=30)
+    for calls in (1, 3, 9):
+        layer.group_add("g0", "p!c1")
+        layer.send("q1", {"keep": calls})
+        proc = ctx.Process(target=_die_inside, args=(layer.segment_name, cls, method, calls))
+        proc.start()
+        proc.join(5)
+        if calls == 1:
+            assert proc.exitcode == -signal.SIGKILL
+        _kill(proc)
+        start = time.monotonic()
+        layer.send("probe", {})
+        assert layer.receive(["probe"]) == ("probe", {})
+        assert time.monotonic() - start < 1.0
+        assert layer.verify() == []
+    assert layer.stats()["global"]["recoveries"] >= 1
+
+
+def test_dead_waiter_slot_is_reclaimed(make_layer: Make) -> None:
+    layer = make_layer()
+
+    def wait_forever() -> None:
+        other = shmlayer.ShmChannelLayer(name=layer.segment_name)
+        while True:
+            other.receive(["nobody"], block=True)
+
+    proc = ctx.Process(target=wait_forever)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(p["pid"] == proc.pid for p in layer.stats()["processes"]):
+            time.sleep(0.02)
+    finally:
+        _kill(proc)
+    layer.send("nobody", {})  # wakes a dead socket: refused, ignored
+    assert layer.receive(["nobody"]) == ("nobody", {})
+    assert layer.verify() == []
+    assert layer.receive(["other"], block=True) == (None, None)  # claims (reclaims) a slot fine
