@@ -31,13 +31,13 @@ import logging
 import os
 import select
 import signal
-import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from . import _process
+from ._child import Child, ChildContext, ChildSpec, describe_status, prepare_child, run_child
 from ._scoreboard import BOOTED, Scoreboard
 from ._sockets import Listener
 from ._systemd import Notifier
@@ -54,70 +54,6 @@ ABORT_GRACE = 1.0
 QUICK_STOP = 3.0
 _SIGNAMES = {getattr(signal, name): name[3:].lower() for name in dir(signal)
              if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signal, name), int)}
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """One row of the table: a kind of child.
-
-    Attributes:
-        kind: ``"interface"`` or ``"worker"`` (anything, for tests).
-        count: how many to keep running.
-        target: the child's program, ``target(ctx) -> exit code``.
-        timeout: seconds without heartbeat before SIGABRT (0 = never); also the boot limit.
-        gets_listeners: keeps the listening sockets (others close them after fork).
-        reload_always: a SIGHUP always boots a new generation (workers: new code).
-        fingerprint: settings this kind depends on; a change on SIGHUP means a new generation.
-        scalable: SIGTTIN/SIGTTOU change its count.
-    """
-
-    kind: str
-    count: int
-    target: Callable[["ChildContext"], int]
-    timeout: float
-    gets_listeners: bool
-    reload_always: bool = False
-    fingerprint: tuple[Any, ...] = ()
-    scalable: bool = False
-
-
-@dataclass
-class ChildContext:
-    """What a child's target gets (also the ``child`` object of the hooks).
-
-    Attributes:
-        kind, number, generation: which child this is (``worker 2``).
-        pid: the child's pid.
-        config: the master's resolved Config.
-        sockets: the listening sockets (empty unless the spec gets_listeners).
-        booted: call once when serving; an interface passes its process-channel prefix.
-        heartbeat: call at least every second while healthy.
-    """
-
-    kind: str
-    number: int
-    generation: int
-    pid: int
-    config: Any
-    sockets: list[socket.socket]
-    booted: Callable[..., None]
-    heartbeat: Callable[[], None]
-
-
-@dataclass
-class Child:
-    """The master's record of one live child."""
-
-    kind: str
-    number: int
-    generation: int
-    pid: int
-    slot: int
-    spawned_at: float
-    booted: bool = False
-    retiring: bool = False
-    kill_at: float | None = None
-    aborted_at: float | None = None
 
 
 @dataclass
@@ -377,7 +313,7 @@ class Arbiter:
         booted = child.booted or self.scoreboard.state(child.slot) == BOOTED
         prefix = self.scoreboard.prefix(child.slot)
         self.scoreboard.release(child.slot)
-        cause = _describe_status(status)
+        cause = describe_status(status)
         level = logging.INFO if child.retiring and cause in ("exit code 0", "signal SIGTERM") else logging.WARNING
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and child.aborted_at is None:
             cause += " (perhaps out of memory?)"
@@ -496,54 +432,14 @@ class Arbiter:
         number = next(n for n in range(1, len(used) + 2) if n not in used)
         child = Child(kind=spec.kind, number=number, generation=generation, pid=0, slot=slot,
                       spawned_at=time.monotonic())
-        pid = _process.fork_child(lambda: self._prepare_child(spec, child),
-                                  lambda: self._child_main(spec, child), self.pid,
+        pid = _process.fork_child(lambda: prepare_child(self, spec, child),
+                                  lambda: run_child(self, spec, child), self.pid,
                                   float(self.config.graceful_timeout))
         child.pid = pid
         self.scoreboard.set_pid(slot, pid)
         self.children[pid] = child
         log.info("Booting %s %d (pid %d)", spec.kind, number, pid)
         return child
-
-    # -- in the child -----------------------------------------------------------------------
-    def _prepare_child(self, spec: ChildSpec, child: Child) -> None:
-        child.pid = os.getpid()
-        # The child keeps only the write end of the master's wake-up pipe: booted() writes
-        # to it so the master notices a boot at once instead of on its next 1 s tick.
-        os.close(self._pipe[0])  # type: ignore[index]
-        self.notifier.close()
-        if not spec.gets_listeners:
-            for listener in self.listeners:
-                listener.sock.close()
-        _process.set_title(f"shmchannels: {spec.kind} {child.number} [{self.name}]")
-        uid, gid = _process.lookup_ids(self.config.user, self.config.group)
-        _process.drop_privileges(uid, gid)
-
-    def _child_main(self, spec: ChildSpec, child: Child) -> int:
-        slot = child.slot
-        scoreboard = self.scoreboard
-
-        wake_fd = self._pipe[1]  # type: ignore[index]
-
-        def booted(prefix: str | None = None) -> None:
-            scoreboard.mark_booted(slot, prefix)
-            try:
-                os.write(wake_fd, b"b")
-            except OSError:
-                pass  # pipe full or master gone: the master polls anyway
-
-        def heartbeat() -> None:
-            scoreboard.beat(slot)
-
-        ctx = ChildContext(kind=spec.kind, number=child.number, generation=child.generation, pid=os.getpid(),
-                           config=self.config,
-                           sockets=[l.sock for l in self.listeners] if spec.gets_listeners else [],
-                           booted=booted, heartbeat=heartbeat)
-        self.run_hook("post_fork", self, ctx)
-        try:
-            return spec.target(ctx)
-        finally:
-            self.run_hook("worker_exit", self, ctx)
 
     # -- helpers ------------------------------------------------------------------------------
     def _retire(self, child: Child, graceful_timeout: float | None = None) -> None:
@@ -664,15 +560,3 @@ class Arbiter:
             self._pipe = None
         log.info("Shutting down: master (exit code %d)", code)
         return code
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        try:
-            return f"signal {signal.Signals(signum).name}"
-        except ValueError:
-            return f"signal {signum}"
-    if os.WIFEXITED(status):
-        return f"exit code {os.WEXITSTATUS(status)}"
-    return f"status {status}"
