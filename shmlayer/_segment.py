@@ -297,10 +297,15 @@ class Segment:
         except FileNotFoundError:
             pass
 
-    def is_current(self) -> bool:
-        """True while ``/dev/shm/<name>`` is still the file we mapped (one stat call)."""
+    def replaced(self) -> bool:
+        """True if ``/dev/shm/<name>`` is now another file than the one we mapped.
+
+        A merely unlinked segment (master gone) is not "replaced": re-creating it from
+        every straggler would leave orphan segments behind; we re-attach when a new one
+        appears.
+        """
         try:
-            return os.stat(self.path).st_ino == self.ino
+            return os.stat(self.path).st_ino != self.ino
         except FileNotFoundError:
             return False
 

