@@ -1,0 +1,56 @@
+"""``python -m shmlayer stats|flush|unlink`` on real segments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Callable
+
+import shmlayer
+
+Make = Callable[..., shmlayer.ShmChannelLayer]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shmlayer", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_stats_shows_channels_groups_memory_and_processes(make_layer: Make) -> None:
+    layer = make_layer(capacity=1)
+    layer.send("http.request", {"b": b"x" * 100})
+    layer.group_add("chat", "interface.A!c1")
+    layer.group_add("chat", "interface.A!c2")
+    layer.send_group("chat", {})
+    layer.send_group("chat", {})  # both members full: two counted drops
+    layer.receive(["nothing"], block=False)
+    out = run("stats", layer.segment_name)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "consistency: ok" in text
+    assert "http.request" in text and "interface.A!c1" in text
+    assert "chat" in text and "members      2" in text
+    assert "memory: heap" in text and "group_skipped 2" in text
+    data = json.loads(run("stats", layer.segment_name, "--json").stdout)
+    assert data["global"]["n_group_skipped"] == 2
+    assert {c["name"]: c["depth"] for c in data["channels"]}["http.request"] == 1
+
+
+def test_flush_and_unlink(make_layer: Make) -> None:
+    layer = make_layer()
+    layer.send("x", {})
+    assert run("flush", layer.segment_name).returncode == 0
+    assert layer.receive(["x"]) == (None, None)
+    out = run("unlink", layer.segment_name)
+    assert out.returncode == 0 and not os.path.exists(f"/dev/shm/{layer.segment_name}")
+    assert run("unlink", layer.segment_name).returncode == 1
+
+
+def test_clear_errors() -> None:
+    out = run("stats", "no-such-segment-here")
+    assert out.returncode == 1 and "no shm segment" in out.stderr and "Traceback" not in out.stderr
+    assert not os.path.exists("/dev/shm/no-such-segment-here")
+    out = run("stats", "bad/name")
+    assert out.returncode == 2 and "Invalid segment name" in out.stderr
+    assert run("flush").returncode == 2  # NAME required
