@@ -84,6 +84,22 @@ def _listeners(config: Config) -> tuple[list[Listener], bool]:
     return listeners, False
 
 
+def _hand_over_segment(layer: Any, config: Config) -> None:
+    """Give the shm segment to ``user``/``group`` so children that drop privileges can attach.
+
+    The master creates the segment (as whoever started it) before forking; children
+    switching to ``user`` would then get EACCES on a 0600 root-owned file.
+    """
+    name = getattr(layer, "segment_name", None)
+    if not name or (config.user is None and config.group is None):
+        return
+    uid, gid = _process.lookup_ids(config.user, config.group)
+    path = os.path.join("/dev/shm", name)
+    if os.path.exists(path):
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+        log.info("Shared-memory segment %s handed to %s:%s", path, config.user or "-", config.group or "-")
+
+
 def main(argv: Sequence[str] | None = None,
          specs_factory: Callable[[Any], Sequence[ChildSpec]] | None = None,
          layer_loader: Callable[[Config], Any] | None = None) -> int:
@@ -150,6 +166,7 @@ def main(argv: Sequence[str] | None = None,
         except LayerError:
             close_all(listeners)
             raise
+        _hand_over_segment(arbiter.layer, config)
     except (BindError, LayerError, KeyError, RuntimeError, OSError) as exc:
         if pidfile is not None:
             pidfile.unlink()

@@ -94,7 +94,7 @@ class RealMaster(Master):
             except OSError:
                 return False
 
-        wait_for(answers, timeout, f"HTTP 200 from the site (log:\n{self.log()[-3000:]})", interval=0.1)
+        wait_for(answers, timeout, lambda: f"HTTP 200 from the site (log:\n{self.log()[-3000:]})", interval=0.1)
         return self
 
     def segment_exists(self) -> bool:

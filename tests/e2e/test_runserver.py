@@ -43,7 +43,7 @@ def serves(port, command):
         except OSError:
             return False
 
-    wait_for(ok, 30, f"runserver on port {port} (log:\n{command.log()[-3000:]})", interval=0.1)
+    wait_for(ok, 30, lambda: f"runserver on port {port} (log:\n{command.log()[-3000:]})", interval=0.1)
 
 
 def echo(port, text):
@@ -64,7 +64,7 @@ def test_runserver_shm_reloads_workers_on_code_change_and_keeps_websockets(shm_e
         # A code change (the reloader watches the modules imported by runserver).
         path = runserver_module.__file__
         os.utime(path)
-        wait_for(lambda: "Reload of worker done" in server.log(), 20, f"the reload (log:\n{server.log()[-2000:]})")
+        wait_for(lambda: "Reload of worker done" in server.log(), 20, lambda: f"the reload (log:\n{server.log()[-2000:]})")
         ws.send("still here")
         assert ws.recv(timeout=5) == "still here"  # the interface was not restarted
         # One worker retired (gone once it finished), a new one booted.

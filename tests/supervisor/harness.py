@@ -53,15 +53,19 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
+def wait_for(predicate: Callable[[], object], timeout: float, what: str | Callable[[], str],
+             interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``.
+
+    ``what`` may be a callable, evaluated only on failure (to show the log as it is then).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 
@@ -141,11 +145,11 @@ class Master:
             pids = self.children(kind)
             return pids if len(pids) == count and not excluded & set(pids) else None
 
-        return wait_for(check, timeout, f"{count} {kind} children (log:\n{self.log()[-3000:]})")  # type: ignore[return-value]
+        return wait_for(check, timeout, lambda: f"{count} {kind} children (log:\n{self.log()[-3000:]})")  # type: ignore[return-value]
 
     def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> None:
         """Wait until ``text`` appears ``count`` times in the log."""
-        wait_for(lambda: self.log().count(text) >= count, timeout, f"{text!r} in the log:\n{self.log()[-3000:]}")
+        wait_for(lambda: self.log().count(text) >= count, timeout, lambda: f"{text!r} in the log:\n{self.log()[-3000:]}")
 
     def wait_exit(self, timeout: float = 15.0) -> int:
         """Wait for the master to exit; returns its exit code."""

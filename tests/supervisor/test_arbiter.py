@@ -155,7 +155,7 @@ def test_hup_with_failing_new_generation_keeps_the_old(start, fake_dir):
     master.wait_log("Reload failed: worker")
     master.wait_log("keeping the old worker generation")
     # The abandoned generation's children go; the old ones stay.
-    wait_for(lambda: master.children("worker") == old_workers, 5, f"only the old workers ({master.log()[-2000:]})")
+    wait_for(lambda: master.children("worker") == old_workers, 5, lambda: f"only the old workers ({master.log()[-2000:]})")
     assert "Retiring worker" not in master.log().split("Reload failed")[0]
     unflag(fake_dir, "fail_worker")
     master.signal(signal.SIGHUP)  # the next deploy works again
@@ -231,3 +231,117 @@ def test_stuck_child_is_killed_at_the_graceful_deadline(start, fake_dir):
     master.signal(signal.SIGTERM)
     assert master.wait_exit() == 0
     assert "still running at the deadline: SIGKILL" in master.log() or "did not stop in time" in master.log()
+
+
+HOOKS_CONF = """
+import os
+_LOG = os.path.join(os.environ["FAKE_DIR"], "hooks")
+
+def _write(text):
+    with open(_LOG, "a") as handle:
+        handle.write(text + "\\n")
+
+def on_starting(server):
+    _write("on_starting")
+
+def when_ready(server):
+    _write("when_ready %d" % len(server.children))
+
+def on_reload(server):
+    _write("on_reload")
+
+def post_fork(server, child):
+    _write("post_fork %s %d" % (child.kind, os.getpid()))
+
+def worker_exit(server, child):
+    _write("worker_exit %s %d" % (child.kind, os.getpid()))
+
+def child_exit(server, child):
+    _write("child_exit %s %d" % (child.kind, child.pid))
+
+def on_exit(server):
+    _write("on_exit")
+"""
+
+
+def test_server_hooks_run_where_and_when_documented(start, fake_dir):
+    conf = fake_dir / "hooks.conf.py"
+    conf.write_text(HOOKS_CONF)
+    master = start("-c", str(conf), "-w", "1")
+    [interface] = master.wait_children("interface", 1)
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    master.signal(signal.SIGHUP)
+    [new_worker] = master.wait_children("worker", 1, exclude=[worker])
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+    lines = (fake_dir / "hooks").read_text().splitlines()
+    assert lines[0] == "on_starting"
+    assert lines[-1] == "on_exit"
+    assert "on_reload" in lines
+    assert any(line.startswith("when_ready ") for line in lines)
+    for kind, pid in (("interface", interface), ("worker", worker), ("worker", new_worker)):
+        assert f"post_fork {kind} {pid}" in lines      # ran in the child itself
+        assert f"worker_exit {kind} {pid}" in lines
+        assert f"child_exit {kind} {pid}" in lines     # ran in the master after the reap
+    assert lines.index(f"child_exit worker {worker}") > lines.index("on_reload")
+
+
+def test_unix_socket_bind_changes_on_hup_and_is_removed_at_exit(start, fake_dir):
+    first, second = fake_dir / "a.sock", fake_dir / "b.sock"
+    conf = fake_dir / "unix.conf.py"
+    conf.write_text(f"bind = ['unix:{first}']\numask = 0o007\n")
+    master = Master(["-c", str(conf), "-w", "1"], env={"FAKE_DIR": str(fake_dir)}).start()
+    try:
+        [interface] = master.wait_children("interface", 1)
+        master.wait_log("Ready:")
+        assert first.is_socket() and oct(first.stat().st_mode & 0o777) == oct(0o770)
+        conf.write_text(f"bind = ['unix:{second}']\n")
+        master.signal(signal.SIGHUP)
+        master.wait_children("interface", 1, exclude=[interface])
+        assert second.is_socket()
+        master.signal(signal.SIGTERM)
+        assert master.wait_exit() == 0
+        assert not second.exists()
+    finally:
+        master.stop()
+
+
+def test_errorlog_file_is_reopened_on_usr1(start, fake_dir):
+    errorlog = fake_dir / "error.log"
+    master = start("-w", "1", "--error-logfile", str(errorlog))
+    master.wait_children("worker", 1)
+    wait_for(lambda: errorlog.exists() and "Ready:" in errorlog.read_text(), 10, "Ready in the error log")
+    rotated = fake_dir / "error.log.1"
+    errorlog.rename(rotated)
+    master.signal(signal.SIGUSR1)
+    wait_for(lambda: errorlog.exists(), 5, "a new error log")
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+    assert "Shutting down: master" in errorlog.read_text()
+    assert "Shutting down" not in rotated.read_text()
+
+
+@pytest.fixture
+def shared_dir():
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix="shmchannels-priv-")
+    os.chmod(path, 0o777)  # the children, running as nobody, write their events here
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_children_drop_privileges_to_user(start, shared_dir):
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch users")
+    master = start("-w", "1", "-u", "nobody", "-g", "nogroup", env={"FAKE_DIR": shared_dir})
+    [worker] = master.wait_children("worker", 1)
+    master.wait_log("Ready:")
+    with open(f"/proc/{worker}/status") as handle:
+        status = dict(line.split(":", 1) for line in handle if ":" in line)
+    import pwd
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert int(status["Uid"].split()[0]) == nobody
+    with open(f"/proc/{master.pid}/status") as handle:
+        assert "Uid:\t0" in handle.read()  # the master keeps its user
