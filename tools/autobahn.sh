@@ -2,7 +2,7 @@
 # RFC 6455 conformance: Autobahn|Testsuite's fuzzingclient against an interface server
 # running an echo consumer (tools/echo_server.py). See shared docs/conformance.md.
 #
-#   bash tools/autobahn.sh                      # cases 1-7, 9, 12, 13 (~20 min on 2 cores)
+#   bash tools/autobahn.sh                      # cases 1-7, 9, 10, 12, 13 (~20 min on 2 cores)
 #   AUTOBAHN_CASES="1.* 2.* 3.* 4.* 5.* 6.* 7.*" bash tools/autobahn.sh   # seconds
 #   AUTOBAHN_LAYER=shm bash tools/autobahn.sh   # through the shared-memory layer
 #
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY="$ROOT/.venv/bin/python"
 WSTEST_ENV=${WSTEST_ENV:-/tmp/shmchannels-wstest}
-CASES=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 12.* 13.*"}
+CASES=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.* 12.* 13.*"}
 LAYER=${AUTOBAHN_LAYER:-inmemory}
 PORT=${AUTOBAHN_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 
