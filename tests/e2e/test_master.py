@@ -186,3 +186,32 @@ def test_term_drains_websockets_with_1001_and_removes_the_segment():
         assert not any(alive(pid) for pid in children)
     finally:
         server.stop()
+
+
+def test_project_that_cannot_boot_exits_nonzero_with_its_error():
+    server = RealMaster(["-w", "1"], env={"SHMCHANNELS_TEST_ROUTING": "tests.no_such_module_xyz.channel_routing"})
+    server.start()
+    try:
+        assert server.wait_exit(timeout=30) == 1
+        log = server.log()
+        assert "no_such_module_xyz" in log  # the worker's own error, on the master's stderr
+        assert "worker 1 failed to boot (exit code 1); see its error above. Exiting." in log
+        assert "Ready:" not in log
+        assert not server.segment_exists()
+    finally:
+        server.stop()
+
+
+def test_check_config_on_the_real_project():
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import project_env
+    from tests.supervisor.harness import ROOT
+
+    env = {**os.environ, **project_env("shmc-e2e-check"), "PYTHONPATH": ROOT}
+    result = subprocess.run([sys.executable, "-m", "supervisor", "--check-config"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "shmlayer.ShmChannelLayer" in result.stdout
+    assert not os.path.exists("/dev/shm/shmc-e2e-check")  # checking creates nothing

@@ -345,3 +345,28 @@ def test_children_drop_privileges_to_user(start, shared_dir):
     assert int(status["Uid"].split()[0]) == nobody
     with open(f"/proc/{master.pid}/status") as handle:
         assert "Uid:\t0" in handle.read()  # the master keeps its user
+
+
+def test_children_exit_when_the_master_is_killed(start, fake_dir):
+    master = start("--interfaces", "2", "-w", "2")
+    children = master.wait_children("interface", 2) + master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    master.signal(signal.SIGKILL)
+    master.wait_exit()
+    # PR_SET_PDEATHSIG delivers SIGTERM to each child: they stop as if told to.
+    wait_for(lambda: not any(alive(pid) for pid in children), 10, "orphaned children to exit")
+    assert sum(line.startswith("stopped-term") for line in events(fake_dir)) == 4
+
+
+def test_ipv6_bind(start, fake_dir):
+    import socket
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    master = start("-b", "[::1]:0", "-w", "1")
+    master.wait_log("Ready:")
+    assert "Listening at [::1]:" in master.log()
