@@ -168,7 +168,8 @@ class ManageCommand:
         self._log = open(self.log_path, "wb")
         full_env = dict(os.environ)
         full_env.pop("SHMCHANNELS_CMD_ARGS", None)
-        full_env.update(env, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        full_env.update(PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        full_env.update(env)
         self.proc = subprocess.Popen([sys.executable, "-c", MANAGE_SCRIPT, command, *args], cwd=ROOT,
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         self.seen: set[int] = set()

@@ -109,3 +109,33 @@ def test_noworker_refuses_the_in_memory_layer(commands, tmp_path):
     server.proc.wait(timeout=30)
     assert server.proc.returncode != 0
     assert "--noworker needs a layer other processes can reach" in server.log()
+
+
+def test_runserver_without_channel_layers_serves_the_site_on_the_shm_default(commands, tmp_path, monkeypatch):
+    from shmlayer._segment import default_segment_name
+
+    from tests.supervisor.harness import ROOT
+
+    module = f"shmc_nolayers_{secrets.token_hex(4)}"
+    (tmp_path / f"{module}.py").write_text(
+        "from tests.djangoproject.settings import *  # noqa\n"
+        "del CHANNEL_LAYERS\n"
+    )
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", module)
+    monkeypatch.chdir(ROOT)
+    segment = default_segment_name()  # what every process of this project will use
+    env = {"DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+           "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3")}
+    port = free_port()
+    server = ManageCommand("runserver", [f"127.0.0.1:{port}", "--noreload"], env)
+    commands.append(server)
+    try:
+        serves(port, server)
+        assert "(shmlayer.ShmChannelLayer); 1 interface" in server.log()
+        # The default routing: HTTP goes to the Django views, WebSockets are accepted.
+        with connect(f"ws://127.0.0.1:{port}/anything/", open_timeout=5) as ws:
+            ws.send("ignored")
+    finally:
+        server.stop()
+        remove_segment(segment)
+    assert not os.path.exists(f"/dev/shm/{segment}")
