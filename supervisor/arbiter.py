@@ -108,11 +108,10 @@ class Arbiter:
     def _install_signals(self) -> None:
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pipe = (read_fd, write_fd)
+        # Interrupted system calls are retried by Python itself (PEP 475); the handler's
+        # byte on the pipe is what ends the select() in _wait().
         for signum in _process.MASTER_SIGNALS:
             signal.signal(signum, self._enqueue)
-        # Keep blocking syscalls (waitpid, select) restartable instead of EINTR mid-step.
-        for signum in _process.MASTER_SIGNALS:
-            signal.siginterrupt(signum, False)
 
     def _enqueue(self, signum: int, frame: Any) -> None:
         # A handler only records the signal; the loop does the work (STYLE.md #10).
