@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None,
     except ConfigError as exc:
         return _error(str(exc))
     if config.print_config:
-        print(config.render())
+        try:
+            print(config.render(), flush=True)
+        except BrokenPipeError:  # `shmchannels --print-config | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     _apply_environment(config)
     if config.check_config:
