@@ -131,9 +131,12 @@ def main(argv: Sequence[str] | None = None,
     _apply_environment(config)
     if config.check_config:
         try:
+            _process.lookup_ids(config.user, config.group)
             return _check(config)
         except LayerError as exc:
             return _error(str(exc))
+        except KeyError as exc:
+            return _error(f"user/group in {config.sources['user']}: {exc.args[0]}")
     try:
         setup_logging(config)
     except OSError as exc:

@@ -210,6 +210,8 @@ def test_check_config(tmp_path):
     assert "cannot import the settings module 'no_such_settings_mod'" in missing.stderr
     alias = run_command(["--check-config", "--layer", "other", "shm_settings"], cwd=str(tmp_path))
     assert alias.returncode == 1 and "has no layer 'other'" in alias.stderr
+    user = run_command(["--check-config", "-u", "no-such-user-xyz", "shm_settings"], cwd=str(tmp_path))
+    assert user.returncode == 1 and "no such user: no-such-user-xyz" in user.stderr
 
 
 def test_bind_failure_is_one_line(tmp_path):
