@@ -280,7 +280,14 @@ class Arbiter:
             state = self.kinds[kind]
             changed = old is None or spec.fingerprint != old.fingerprint or new_listeners is not None
             if spec.reload_always or changed:
-                state.reload_from = state.generation
+                if state.reload_from is None:
+                    state.reload_from = state.generation
+                else:
+                    # A reload during a reload (an editor saving twice): the half-booted
+                    # generation is dropped; the serving one stays until the newest boots.
+                    for child in list(self.children.values()):
+                        if child.kind == kind and child.generation == state.generation:
+                            self._retire(child, graceful_timeout=1.0)
                 state.generation = self._next_generation()
                 state.backoff_streak = 0
                 state.next_spawn_at = 0.0
@@ -291,8 +298,9 @@ class Arbiter:
     def _replace_listeners(self, listeners: list[Listener]) -> None:
         from ._sockets import close_all
         old, self.listeners = self.listeners, listeners
-        # The old interfaces keep their own copies of the old sockets while they drain.
-        close_all(old, unlink=False)
+        # The old interfaces keep their own copies of the old sockets while they drain;
+        # an old unix socket path is removed so new clients reach the new address only.
+        close_all(old)
 
     # -- reap / murder / manage ---------------------------------------------------------------
     def reap_children(self) -> None:
@@ -314,7 +322,8 @@ class Arbiter:
         self.scoreboard.release(child.slot)
         cause = describe_status(status)
         level = logging.INFO if child.retiring and cause in ("exit code 0", "signal SIGTERM") else logging.WARNING
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and child.aborted_at is None:
+        if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and child.aborted_at is None
+                and not child.retiring):
             cause += " (perhaps out of memory?)"
             level = logging.ERROR
         log.log(level, "%s %d (pid %d) exited: %s", child.kind, child.number, child.pid, cause)

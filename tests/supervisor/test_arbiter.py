@@ -370,3 +370,22 @@ def test_ipv6_bind(start, fake_dir):
     master = start("-b", "[::1]:0", "-w", "1")
     master.wait_log("Ready:")
     assert "Listening at [::1]:" in master.log()
+
+
+def test_hup_during_a_reload_keeps_the_serving_generation_until_the_newest_boots(start, fake_dir):
+    master = start("-w", "2")
+    old_workers = master.wait_children("worker", 2)
+    master.wait_log("Ready:")
+    flag(fake_dir, "slow_worker", "1.0")
+    master.signal(signal.SIGHUP)
+    master.wait_log("Booting a new worker generation", count=1)
+    time.sleep(0.2)
+    unflag(fake_dir, "slow_worker")
+    master.signal(signal.SIGHUP)
+    master.wait_log("Booting a new worker generation", count=2)
+    newest = master.wait_children("worker", 2, timeout=15, exclude=old_workers)
+    master.wait_log("Reload of worker done")
+    wait_for(lambda: master.children("worker") == newest, 10, "only the newest generation")
+    booted = [line for line in events(fake_dir) if line.startswith("booted worker")]
+    # The old two, then the newest two; the middle generation never served (or was retired).
+    assert all(str(pid) in " ".join(booted) for pid in newest)
