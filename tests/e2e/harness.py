@@ -211,3 +211,19 @@ class ManageCommand:
         except OSError:
             pass
         return self.proc.returncode
+
+
+def peer_ports(pid: int) -> set[int]:
+    """Remote ports of the established IPv4 TCP connections process ``pid`` holds.
+
+    Maps a client (its local port) to the interface process serving it.
+    """
+    inodes = socket_inodes(pid)
+    ports = set()
+    with open(f"/proc/{pid}/net/tcp") as handle:
+        next(handle)
+        for line in handle:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[9]) in inodes:  # 01 = ESTABLISHED
+                ports.add(int(fields[2].split(":")[1], 16))
+    return ports

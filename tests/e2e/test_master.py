@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from shmlayer import ShmChannelLayer
-from tests.e2e.harness import RealMaster, http_get, socket_inodes, wait_for
+from tests.e2e.harness import RealMaster, http_get, peer_ports, socket_inodes, wait_for
 from tests.supervisor.harness import alive
 
 pytestmark = pytest.mark.e2e
@@ -142,9 +142,18 @@ def test_worker_killed_mid_traffic_is_replaced(master):
 
 def test_interface_killed_is_replaced_and_its_memberships_dropped(master):
     interfaces = master.children("interface")
-    clients = open_clients(master, 10)
     victim = interfaces[0]
+    clients = open_clients(master, 6)
+
+    def on_victim():
+        ports = peer_ports(victim)
+        return [c for c in clients if c.socket.getsockname()[1] in ports]
+
     try:
+        while (not on_victim() or len(on_victim()) == len(clients)) and len(clients) < 40:
+            clients += open_clients(master, 1)
+        doomed = on_victim()
+        assert doomed and len(doomed) < len(clients)
         os.kill(victim, signal.SIGKILL)
         master.wait_children("interface", 2, timeout=30, exclude=[victim])
         master.wait_log("Discarded the channels and group memberships of interface.", timeout=10)
@@ -162,7 +171,8 @@ def test_interface_killed_is_replaced_and_its_memberships_dropped(master):
                 survivors.append(client)
             except (ConnectionClosed, TimeoutError, OSError):
                 pass
-        assert 0 < len(survivors) < len(clients)  # the victim's clients dropped, the others not
+        # Exactly the victim's clients dropped; every other connection is unaffected.
+        assert sorted(map(id, survivors)) == sorted(id(c) for c in clients if c not in doomed)
         chat_reaches_everyone(survivors, "after interface crash")
         newcomer = open_clients(master, 1)
         chat_reaches_everyone(newcomer + survivors, "newcomer")
