@@ -13,7 +13,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ._settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, Setting
+from ._settings import ALIASES, SETTINGS, SETTINGS_BY_NAME, ConfigError, Setting
 
 __all__ = ["Config", "DEFAULT_CONFIG_FILE", "ENV_ARGS", "build_parser", "load_config", "load_file"]
 
@@ -147,10 +147,12 @@ def load_file(path: str) -> dict[str, Any]:
     for name, value in namespace.items():
         if _is_ignorable(name, value):
             continue
-        setting = SETTINGS_BY_NAME.get(name)
+        setting = SETTINGS_BY_NAME.get(ALIASES.get(name, name))
         if setting is None:
             raise ConfigError(name, path, "unknown setting (prefix private helpers with '_')")
-        values[name] = setting.validate(value, name, path)
+        if setting.name in values:
+            raise ConfigError(name, path, f"sets {setting.name} a second time (under its other name)")
+        values[setting.name] = setting.validate(value, name, path)
     return values
 
 

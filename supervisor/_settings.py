@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from ._compat_gunicorn import parse_address
 
-__all__ = ["ConfigError", "SETTINGS", "SETTINGS_BY_NAME", "Setting", "render_markdown"]
+__all__ = ["ALIASES", "ConfigError", "SETTINGS", "SETTINGS_BY_NAME", "Setting", "render_markdown"]
 
 
 class ConfigError(Exception):
@@ -261,10 +261,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Number of Django worker processes. SIGTTIN/SIGTTOU add or remove one.", metavar="N"),
     _s("worker_threads", "Processes", ("--threads",), _int(1), 1, "int",
        "Consumer threads in each worker process.", metavar="N"),
-    _s("max_messages", "Processes", ("--max-messages",), _int(0), 0, "int",
+    _s("max_messages", "Processes", ("--max-messages", "--max-requests"), _int(0), 0, "int",
        "A worker exits and is replaced after this many messages (0 = never); gunicorn's max_requests.",
        metavar="N"),
-    _s("max_messages_jitter", "Processes", ("--max-messages-jitter",), _int(0), 0, "int",
+    _s("max_messages_jitter", "Processes", ("--max-messages-jitter", "--max-requests-jitter"), _int(0), 0, "int",
        "Random extra 0..N added to max_messages per worker, so workers do not restart together.",
        metavar="N"),
     _s("channel_layer", "Processes", ("--layer",), _str(False), "default", "str",
@@ -329,6 +329,14 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
+#: gunicorn's names for the same settings, accepted in config files (their flags are in
+#: the table): a gunicorn.conf.py with ``threads`` or ``max_requests`` keeps working.
+ALIASES: dict[str, str] = {
+    "threads": "worker_threads",
+    "max_requests": "max_messages",
+    "max_requests_jitter": "max_messages_jitter",
+}
+
 
 def _default_text(setting: Setting) -> str:
     if setting.kind == "hook":
@@ -349,6 +357,8 @@ def render_markdown() -> str:
         "`./shmchannels.conf.py` when present: a Python file whose top-level names are settings), "
         "`SHMCHANNELS_CMD_ARGS` (extra command-line arguments from the environment), the command line.",
         "Names starting with `_` and imported modules are ignored in the file; any other unknown name is an error.",
+        "gunicorn's names are accepted as aliases in the file: "
+        + ", ".join(f"`{alias}` = `{name}`" for alias, name in ALIASES.items()) + ".",
         "",
     ]
     sections: dict[str, list[Setting]] = {}

@@ -224,3 +224,13 @@ def test_bind_failure_is_one_line(tmp_path):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_aliases(tmp_path):
+    path = write(tmp_path, "threads = 3\nmax_requests = 100\nmax_requests_jitter = 10\n")
+    config = load_config(["-c", path], environ={})
+    assert (config.worker_threads, config.max_messages, config.max_messages_jitter) == (3, 100, 10)
+    assert load_config(["--max-requests", "7"], environ={}, cwd="/").max_messages == 7
+    twice = write(tmp_path, "threads = 3\nworker_threads = 4\n", "twice.py")
+    with pytest.raises(ConfigError, match="a second time"):
+        load_file(twice)
