@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
 from typing import Any
 
 __all__ = ["LayerError", "build_layer", "layer_entry", "project_name"]
@@ -24,14 +25,33 @@ class LayerError(Exception):
     """The settings module or its CHANNEL_LAYERS cannot be used; one-line message."""
 
 
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(os.path.realpath(paths[key]) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+
+
+def _forget_project_modules(before: set[str]) -> None:
+    # Children are forked from the master: a project module left in sys.modules here
+    # would be inherited, and a worker booted by SIGHUP would run the settings of the
+    # day the master started. Library modules (stdlib, site-packages) may stay.
+    libraries = _library_dirs()
+    for name in set(sys.modules) - before:
+        filename = getattr(sys.modules[name], "__file__", None)
+        if filename and not os.path.realpath(filename).startswith(libraries):
+            del sys.modules[name]
+
+
 def _import_settings(settings_module: str) -> Any:
     # The project lives in the working directory, as with manage.py and gunicorn.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    before = set(sys.modules)
     try:
         return importlib.import_module(settings_module)
     except Exception as exc:
         raise LayerError(f"cannot import the settings module {settings_module!r}: {type(exc).__name__}: {exc}") from None
+    finally:
+        _forget_project_modules(before)
 
 
 def layer_entry(settings_module: str | None, alias: str) -> dict[str, Any]:

@@ -64,3 +64,11 @@ def test_project_name():
     assert project_name("mysite.settings") == "mysite"
     assert project_name("mysite.settings.prod") == "mysite.settings.prod"
     assert project_name(None) == "shmchannels"
+
+
+def test_settings_module_is_not_left_for_children_to_inherit(settings_module):
+    # A worker forked after a SIGHUP must import the project's settings afresh.
+    module = settings_module("import json\nCHANNEL_LAYERS = {'default': {'BACKEND': 'asgi_ipc.IPCChannelLayer'}}\n")
+    layer_entry(module, "default")
+    assert module not in sys.modules
+    assert "json" in sys.modules  # library modules stay
