@@ -231,3 +231,42 @@ def test_check_config_on_the_real_project():
     assert result.returncode == 0, result.stderr
     assert "shmlayer.ShmChannelLayer" in result.stdout
     assert not os.path.exists("/dev/shm/shmc-e2e-check")  # checking creates nothing
+
+
+DEPLOYED = '''
+from channels.routing import route
+
+
+def echo(message):
+    message.reply_channel.send({"text": "VERSION:" + message.content["text"]})
+
+
+channel_routing = [route("websocket.receive", echo)]
+'''
+
+
+def test_hup_deploys_new_code_while_websockets_stay_open(tmp_path):
+    from tests.supervisor.harness import ROOT
+
+    module = tmp_path / "deployed_consumers.py"
+    module.write_text(DEPLOYED.replace("VERSION", "v1"))
+    server = RealMaster(["-w", "1"], env={
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+        "PYTHONDONTWRITEBYTECODE": "1",  # the rewrite below may keep size and mtime second
+        "SHMCHANNELS_TEST_ROUTING": "deployed_consumers.channel_routing",
+    }).start()
+    try:
+        server.wait_ready()
+        [worker] = server.children("worker")
+        with connect(server.url("/any/"), open_timeout=5) as ws:
+            ws.send("a")
+            assert ws.recv(timeout=5) == "v1:a"
+            module.write_text(DEPLOYED.replace("VERSION", "v2"))  # the deploy
+            server.signal(signal.SIGHUP)
+            server.wait_children("worker", 1, timeout=30, exclude=[worker])
+            server.wait_log("Reload of worker done")
+            wait_for(lambda: not alive(worker), 10, "the old worker to exit")
+            ws.send("b")
+            assert ws.recv(timeout=5) == "v2:b"  # same socket, new code
+    finally:
+        server.stop()
