@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,19 @@ def _listeners(config: Config) -> tuple[list[Listener], bool]:
     return listeners, False
 
 
+#: Set by ``manage.py runserver`` to its own pid: the master then stops (SIGTERM) when
+#: runserver dies, even by SIGKILL, instead of serving on as an orphan.
+PARENT_ENV = "SHMCHANNELS_PARENT_PID"
+
+
+def _bind_to_parent() -> bool:
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return True
+    _process.set_parent_death_signal(signal.SIGTERM)
+    return parent == str(os.getppid())  # the parent may have died before prctl
+
+
 def _hand_over_segment(layer: Any, config: Config) -> None:
     """Give the shm segment to ``user``/``group`` so children that drop privileges can attach.
 
@@ -118,6 +132,8 @@ def main(argv: Sequence[str] | None = None,
     _process.set_title("shmchannels: master")
     argv = list(sys.argv[1:] if argv is None else argv)
     notifier = Notifier()
+    if not _bind_to_parent():
+        return _error("the process that started this master (SHMCHANNELS_PARENT_PID) is gone")
     try:
         config = load_config(argv)
     except ConfigError as exc:

@@ -139,3 +139,17 @@ def test_runserver_without_channel_layers_serves_the_site_on_the_shm_default(com
         server.stop()
         remove_segment(segment)
     assert not os.path.exists(f"/dev/shm/{segment}")
+
+
+def test_master_stops_when_runserver_is_killed(shm_env, commands):
+    import signal as signals
+
+    port = free_port()
+    server = ManageCommand("runserver", [f"127.0.0.1:{port}", "--noreload"], shm_env)
+    commands.append(server)
+    serves(port, server)
+    everything = server.processes()
+    assert len(everything) == 3  # the master, 1 interface, 1 worker
+    server.proc.send_signal(signals.SIGKILL)
+    server.proc.wait(timeout=5)
+    wait_for(lambda: not any(alive(pid) for pid in everything), 15, "the orphaned master and its children to stop")

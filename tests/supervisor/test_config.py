@@ -234,3 +234,9 @@ def test_gunicorn_aliases(tmp_path):
     twice = write(tmp_path, "threads = 3\nworker_threads = 4\n", "twice.py")
     with pytest.raises(ConfigError, match="a second time"):
         load_file(twice)
+
+
+def test_parent_pid_mismatch_stops_at_once(tmp_path):
+    result = run_command(["-w", "1", "x.settings"], cwd=str(tmp_path), env={"SHMCHANNELS_PARENT_PID": "1"})
+    assert result.returncode == 1
+    assert "SHMCHANNELS_PARENT_PID" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -224,6 +224,8 @@ class Command(DjangoRunserver):
         env = dict(os.environ)
         env.pop("SHMCHANNELS_CMD_ARGS", None)
         env["DJANGO_SETTINGS_MODULE"] = settings.SETTINGS_MODULE
+        # The master stops by itself if this process dies, even by SIGKILL.
+        env["SHMCHANNELS_PARENT_PID"] = str(os.getpid())
         env.setdefault("PYTHONUNBUFFERED", "1")
         changed = self._watch_project(options["layer"]) if options["use_reloader"] else None
         stopping: list[int] = []
