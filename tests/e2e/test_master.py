@@ -270,3 +270,42 @@ def test_hup_deploys_new_code_while_websockets_stay_open(tmp_path):
             assert ws.recv(timeout=5) == "v2:b"  # same socket, new code
     finally:
         server.stop()
+
+
+HANGING = '''
+import time
+
+from channels.routing import route
+
+
+def consumer(message):
+    if message.content["text"] == "hang":
+        time.sleep(60)
+    message.reply_channel.send({"text": "ok:" + message.content["text"]})
+
+
+channel_routing = [route("websocket.receive", consumer)]
+'''
+
+
+def test_worker_stuck_in_a_message_is_aborted_and_replaced(tmp_path):
+    from tests.supervisor.harness import ROOT
+
+    (tmp_path / "hanging_consumers.py").write_text(HANGING)
+    server = RealMaster(["-w", "1", "--timeout", "2"], env={
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+        "SHMCHANNELS_TEST_ROUTING": "hanging_consumers.channel_routing",
+    }).start()
+    try:
+        server.wait_ready()
+        [worker] = server.children("worker")
+        with connect(server.url("/any/"), open_timeout=5) as ws:
+            ws.send("hang")
+            server.wait_log(f"WORKER TIMEOUT: worker 1 (pid {worker})", timeout=15)
+            server.wait_children("worker", 1, timeout=30, exclude=[worker])
+            ws.send("next")
+            assert ws.recv(timeout=10) == "ok:next"
+        assert f"worker 1 (pid {worker}) exited: signal SIGABRT" in server.log() or \
+            f"worker 1 (pid {worker}) exited: signal SIGKILL" in server.log()
+    finally:
+        server.stop()
