@@ -8,7 +8,9 @@ signal, privilege drop, process titles.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import grp
+import io
 import os
 import pwd
 import signal
@@ -131,6 +133,17 @@ def catches_signal(pid: int, signum: int) -> bool:
     return False
 
 
+def _dump_stacks_on_abort() -> None:
+    # The master sends SIGABRT to a child that stopped sending heartbeats. faulthandler
+    # answers from C, even while every Python thread is stuck, with the stack of each
+    # thread on stderr (then the default action ends the process): the operator sees the
+    # consumer line that hung. It covers SIGSEGV/SIGBUS/SIGFPE/SIGILL crashes as well.
+    try:
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        pass  # stderr without a file descriptor: no dump, the kill still happens
+
+
 def fork_child(prepare: Callable[[], None], main: Callable[[], int], master_pid: int, grace: float) -> int:
     """Fork; the parent gets the pid back at once, the child never returns.
 
@@ -163,6 +176,7 @@ def fork_child(prepare: Callable[[], None], main: Callable[[], int], master_pid:
         if os.getppid() != master_pid:
             os._exit(0)  # the master died between fork and prctl
         threading.Thread(target=_watch_parent, args=(master_pid, grace), name="parent-watch", daemon=True).start()
+        _dump_stacks_on_abort()
         code = main()
         code = code if isinstance(code, int) else 0
     except SystemExit as exc:

@@ -305,7 +305,10 @@ def test_worker_stuck_in_a_message_is_aborted_and_replaced(tmp_path):
             server.wait_children("worker", 1, timeout=30, exclude=[worker])
             ws.send("next")
             assert ws.recv(timeout=10) == "ok:next"
-        assert f"worker 1 (pid {worker}) exited: signal SIGABRT" in server.log() or \
-            f"worker 1 (pid {worker}) exited: signal SIGKILL" in server.log()
+        log = server.log()
+        assert f"worker 1 (pid {worker}) exited: signal SIGABRT" in log or \
+            f"worker 1 (pid {worker}) exited: signal SIGKILL" in log  # SIGKILL if SIGABRT did not end it
+        # SIGABRT made the stuck worker print where it was stuck.
+        assert 'hanging_consumers.py", line 9 in consumer' in log
     finally:
         server.stop()
