@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 
 import pytest
 from websockets.sync.client import connect
