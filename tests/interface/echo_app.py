@@ -12,7 +12,7 @@ HTTP paths:
     ``/silent``   never answer;
     ``/scope``    answer the request message's scope keys as JSON;
     anything else ``ok <path>``.
-WebSocket: ``/reject`` is refused, ``/nowait`` is never answered, ``/closeme`` is
+Every ``http.disconnect`` is recorded. WebSocket: ``/reject`` is refused, ``/nowait`` is never answered, ``/closeme`` is
 accepted then closed with 4000; everything else is accepted and echoed; every
 ``websocket.disconnect`` is recorded.
 """
@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect"]
+CHANNELS = ["http.request", "http.disconnect", "websocket.connect", "websocket.receive", "websocket.disconnect"]
 
 
 class EchoConsumer:
@@ -42,6 +42,7 @@ class EchoConsumer:
         self.disconnects: list[dict[str, Any]] = []
         self.connects: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
+        self.http_disconnects: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._timers: list[threading.Timer] = []
@@ -118,6 +119,9 @@ class EchoConsumer:
         else:
             self.send(reply, {"status": 200, "headers": [[b"content-type", b"text/plain"]],
                               "content": f"ok {path}".encode()})
+
+    def on_http_disconnect(self, message: dict[str, Any]) -> None:
+        self.http_disconnects.append(message)
 
     def on_websocket_connect(self, message: dict[str, Any]) -> None:
         self.connects.append(message)

@@ -281,6 +281,26 @@ def test_http_timeout_answers_503(serve):
     assert status == 503 and b"failed to respond" in body
 
 
+def test_client_leaving_a_long_poll_sends_http_disconnect(serve):
+    running, echo = serve()
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+    sock.sendall(b"GET /silent HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: len(echo.requests) == 1)
+    sock.close()
+    wait_until(lambda: len(echo.http_disconnects) == 1)
+    assert echo.http_disconnects[0] == {"reply_channel": echo.requests[0]["reply_channel"], "path": "/silent"}
+
+
+def test_websocket_lifetime_closes_with_1000(serve):
+    running, echo = serve(Options(websocket_timeout=0.5))
+    with ws_connect(f"ws://127.0.0.1:{running.port}/short") as ws:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1000
+    wait_until(lambda: len(echo.disconnects) == 1)
+    assert echo.disconnects[0]["code"] == 1000
+
+
 def test_channel_full_on_http_request_is_503(serve):
     layer = InMemoryChannelLayer(capacity=1)
     running, _ = serve(layer=layer, consumer=False)
