@@ -166,8 +166,11 @@ def main(argv: Sequence[str] | None = None,
 
     def reload_config() -> Config:
         new = load_config(argv)
+        # raw_env entries dropped from the config leave the environment (gunicorn does the same).
+        for item in arbiter.config.raw_env:
+            os.environ.pop(item.partition("=")[0], None)
         _apply_environment(new)
-        logging.getLogger("shmchannels").setLevel(new.loglevel.upper())
+        setup_logging(new)
         return new
 
     arbiter = Arbiter(config, specs_factory, listeners=[], reload_config=reload_config,
