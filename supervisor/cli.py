@@ -45,15 +45,16 @@ def _apply_environment(config: Config) -> None:
 def setup_logging(config: Config) -> None:
     """Send the master's log to ``errorlog`` (stderr for ``-``) at ``loglevel``."""
     logger = logging.getLogger("shmchannels")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
     handler: logging.Handler
+    # The new handler first: if the file cannot be opened, the old one keeps logging.
     if config.errorlog == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
         handler = logging.FileHandler(config.errorlog)
     handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     logger.addHandler(handler)
     logger.setLevel(config.loglevel.upper())
     logger.propagate = False
