@@ -348,17 +348,14 @@ def render_markdown() -> str:
     """Return the configuration reference as markdown (pasted into the README).
 
     Returns:
-        One table per section: name, flag, type, default, meaning.
+        One ``###`` table per section (name, flag, type, default, meaning), then the
+        command-line-only options.
     """
+    # No heading or introduction: the README has its own around the pasted output.
     lines = [
-        "## Configuration reference",
-        "",
-        "Settings come from, in increasing priority: defaults, the config file (`-c FILE`, or "
-        "`./shmchannels.conf.py` when present: a Python file whose top-level names are settings), "
-        "`SHMCHANNELS_CMD_ARGS` (extra command-line arguments from the environment), the command line.",
-        "Names starting with `_` and imported modules are ignored in the file; any other unknown name is an error.",
         "gunicorn's names are accepted as aliases in the file: "
-        + ", ".join(f"`{alias}` = `{name}`" for alias, name in ALIASES.items()) + ".",
+        + ", ".join(f"`{alias}` = `{name}`" for alias, name in ALIASES.items())
+        + ". Names starting with `_` and imported modules are ignored; any other unknown name is an error.",
         "",
     ]
     sections: dict[str, list[Setting]] = {}
