@@ -18,7 +18,7 @@ import sys
 import sysconfig
 from typing import Any
 
-__all__ = ["LayerError", "build_layer", "layer_entry", "project_name"]
+__all__ = ["LayerError", "build_layer", "layer_entry", "project_name", "settings_values"]
 
 
 class LayerError(Exception):
@@ -73,6 +73,18 @@ def layer_entry(settings_module: str | None, alias: str) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise LayerError(f"{settings_module}.CHANNEL_LAYERS[{alias!r}] must be a dict")
     return entry
+
+
+def settings_values(settings_module: str | None, *names: str) -> dict[str, Any]:
+    """Read a few plain values from the settings module (those it defines).
+
+    Raises:
+        LayerError: the module does not import.
+    """
+    if not settings_module:
+        return {}
+    module = _import_settings(settings_module)
+    return {name: getattr(module, name) for name in names if hasattr(module, name)}
 
 
 def build_layer(settings_module: str | None, alias: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._layer import build_layer
+from ._layer import build_layer, settings_values
 from .arbiter import ChildContext, ChildSpec
 
 __all__ = ["build_specs", "interface_options", "interface_target", "worker_target"]
@@ -25,10 +25,17 @@ _VERBOSITY = {"debug": 2, "info": 1}
 
 
 def interface_options(config: Any) -> Any:
-    """Build ``interface.Options`` from the master's config."""
+    """Build ``interface.Options`` from the master's config.
+
+    Two values come from the Django settings module, as Channels 1.x's runserver took
+    them: ``CHANNELS_WS_PROTOCOLS`` (accepted WebSocket subprotocols) and
+    ``FORCE_SCRIPT_NAME`` (the root path when ``root_path`` is not set).
+    """
     from interface import Options
 
+    django = settings_values(config.settings_module, "CHANNELS_WS_PROTOCOLS", "FORCE_SCRIPT_NAME")
     return Options(
+        ws_protocols=tuple(django.get("CHANNELS_WS_PROTOCOLS") or ()),
         http_timeout=config.http_timeout,
         websocket_timeout=config.websocket_timeout,
         websocket_connect_timeout=config.websocket_connect_timeout,
@@ -36,7 +43,7 @@ def interface_options(config: Any) -> Any:
         ping_timeout=config.ping_timeout,
         proxy_headers=config.proxy_headers,
         forwarded_allow_ips=tuple(config.forwarded_allow_ips),
-        root_path=config.root_path,
+        root_path=config.root_path or django.get("FORCE_SCRIPT_NAME") or "",
         access_log=config.accesslog,
         graceful_timeout=config.graceful_timeout,
     )
