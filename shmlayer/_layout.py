@@ -114,7 +114,7 @@ Channel entry (CHAN_SIZE = 320 bytes, table at chan_off, index 1..n_channels-1)
 | --- | --- | --- | --- | --- | --- |
 | 0 | 4 | I | hnext | holder | next entry in the hash chain / free list |
 | 4 | 4 | I | hash | holder | crc32 of the name |
-| 8 | 4 | I | flags | holder | 1 in use, + kind << 1 (0 normal, 1 prefix, 2 local) |
+| 8 | 4 | I | flags | holder | 1 in use, + kind << 1 (0 normal, 1 prefix, 2 local), + 8 kept when empty |
 | 12 | 4 | I | name_len | holder | bytes of name used |
 | 16 | 4 | I | head | holder | first queued node (queues: normal, prefix) |
 | 20 | 4 | I | tail | holder | last queued node |
@@ -224,6 +224,10 @@ KIND_NORMAL = 0
 KIND_PREFIX = 1
 KIND_LOCAL = 2
 IN_USE = 1
+#: Channel flag: a named channel (``http.request``, ``prefix!``) keeps its entry when empty,
+#: so a steady stream does not create and free it per message; one-shot ``?`` and
+#: ``prefix!local`` names are freed at once. Kept entries are freed when the table runs short.
+RETAIN = 8
 
 # (field, offset, size, struct code) in table order; the tables in the docstring above
 # say the same and tests/shmlayer/test_layout.py checks that they do.

@@ -154,7 +154,9 @@ class Store:
         else:
             i = u32[H_CHAN_BUMP]
             if i >= self.geometry.n_channels:
-                return 0
+                if not self._free_kept_entries():
+                    return 0
+                return self._create_chan(name, h, kind, cap, queue)
             u32[H_CHAN_BUMP] = i + 1
         e = self.cw + i * CW
         gen = (u32[e + C_GEN] + 1) & _MASK32
@@ -164,7 +166,8 @@ class Store:
         self.mv[start : start + len(name)] = name
         u32[e + C_HASH] = h
         u32[e + C_NLEN] = len(name)
-        u32[e + C_FLAGS] = 1 | (kind << 1)
+        retain = L.RETAIN if kind == L.KIND_PREFIX or (kind == L.KIND_NORMAL and b"?" not in name) else 0
+        u32[e + C_FLAGS] = 1 | (kind << 1) | retain
         u32[e + C_QUEUE] = queue or i
         u32[e + C_CAP] = cap
         u32[e + C_GEN] = gen
@@ -193,10 +196,11 @@ class Store:
             return i
         return self._create_chan(name, h, kind, cap, 0)
 
-    def _free_chan_if_unused(self, i: int) -> None:
+    def _free_chan_if_unused(self, i: int, force: bool = False) -> None:
         u32 = self.u32
         e = self.cw + i * CW
-        if not u32[e + C_FLAGS] & 1:
+        flags = u32[e + C_FLAGS]
+        if not flags & 1 or (flags & L.RETAIN and not force):
             return
         if u32[e + C_QCOUNT] or u32[e + C_NCOUNT] or u32[e + C_MHEAD] or u32[e + C_REFS]:
             return
@@ -211,6 +215,13 @@ class Store:
             if u32[eq + C_REFS]:
                 u32[eq + C_REFS] -= 1
             self._free_chan_if_unused(q)
+
+    def _free_kept_entries(self) -> bool:
+        """The channel table is full: free the empty entries kept for reuse."""
+        u32 = self.u32
+        for i in range(1, u32[H_CHAN_BUMP]):
+            self._free_chan_if_unused(i, force=True)
+        return bool(u32[H_CHAN_FREE])
 
     def _unchain(self, bucket_w: int, i: int, base: int, stride: int, next_w: int) -> None:
         """Unlink entry ``i`` from the hash chain starting at word ``bucket_w`` (one store)."""
@@ -389,7 +400,7 @@ class Store:
     def send(self, name: bytes, h: int, data: bytes, now: float, expires: float, cap: int) -> int:
         """Queue ``data`` on channel ``name``: OK, FULL or NOSPACE."""
         u32 = self.u32
-        self.sweep(now, 1)
+        self.sweep(now, 2)
         i = self.chan_for(name, h, cap)
         if not i:
             self.u64[Q_SEGFULL] += 1
@@ -646,7 +657,7 @@ class Store:
     def send_group(self, gname: bytes, gh: int, data: bytes, now: float, expires: float, group_expiry: float) -> int:
         """One reference per live, non-full member to a single stored payload: OK or NOSPACE."""
         u32, f64 = self.u32, self.f64
-        self.sweep(now, 1)
+        self.sweep(now, 2)
         g = self.lookup_group(gname, gh)
         if not g:
             return OK
@@ -688,6 +699,7 @@ class Store:
         """Drop the messages and memberships of every channel named ``prefix*``."""
         u32 = self.u32
         dropped = 0
+        matched = []
         for i in range(1, u32[H_CHAN_BUMP]):
             e = self.cw + i * CW
             if not u32[e + C_FLAGS] & 1 or u32[e + C_NLEN] < len(prefix):
@@ -706,7 +718,10 @@ class Store:
                 nxt = u32[self.mw + m * MW + M_CNEXT]
                 self.remove_member(m)
                 m = nxt
-            self.maybe_free.append(i)
+            matched.append(i)
+        self.finish(0.0)
+        for i in matched:
+            self._free_chan_if_unused(i, force=True)
         self.u64[Q_DISCARDED] += dropped
         return dropped
 

@@ -157,7 +157,8 @@ def verify(store: Store) -> list[str]:
         if listed != by_chan.get(c, set()):
             problems.append(f"channel {c}: membership list does not match")
         e = cw + c * CW
-        if not (u32[e + C_QCOUNT] or u32[e + C_NCOUNT] or u32[e + C_MHEAD] or u32[e + C_REFS]):
+        if not (u32[e + C_QCOUNT] or u32[e + C_NCOUNT] or u32[e + C_MHEAD] or u32[e + C_REFS]
+                or u32[e + C_FLAGS] & L.RETAIN):
             problems.append(f"channel {c} is empty but not freed")
 
     counts = [0] * geo.n_chan_buckets

@@ -107,7 +107,7 @@ class ShmChannelLayer(BaseChannelLayer):
         if not L.MIN_SEGMENT_SIZE <= size <= L.MAX_SEGMENT_SIZE:
             raise ValueError(f"size must be between {L.MIN_SEGMENT_SIZE} and {L.MAX_SEGMENT_SIZE} bytes, not {size}")
         if max_message_size < 1:
-            raise ValueError(f"max_message_size must be positive, not {max_message_size}")
+            raise TypeError(f"max_message_size must be a positive int, not {max_message_size!r}")
         if not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits like 0o600, not {mode!r}")
         self.segment_name = validate_segment_name(name) if name is not None else default_segment_name()
@@ -373,9 +373,7 @@ class ShmChannelLayer(BaseChannelLayer):
         targets = self._receive_targets(channels)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else _monotonic() + timeout
-        if not targets:
-            if timeout is not None:
-                await asyncio.sleep(timeout)
+        if not targets:  # like receive([]): nothing can ever arrive
             return None, None
         while True:
             store = self._current()
@@ -557,7 +555,7 @@ class ShmChannelLayer(BaseChannelLayer):
             store.segment.release()
 
     def __repr__(self) -> str:
-        return f"<shmlayer.ShmChannelLayer {self.segment_name!r}>"
+        return f"<shmlayer.ShmChannelLayer {getattr(self, 'segment_name', None)!r}>"
 
 
 def _set_ready(future: "asyncio.Future[None]") -> None:
