@@ -30,6 +30,7 @@ _USED = L.BLOCK_USED << 8
 _FREE = L.BLOCK_FREE << 8
 _FREE_W = L.H["heap_free"] >> 2
 _USED_Q = L.H["heap_used"] >> 3
+_LAZY_MAX_ORDER = 12
 
 
 class Heap:
@@ -86,7 +87,9 @@ class Heap:
         while k <= max_order and not u32[_FREE_W + k]:
             k += 1
         if k > max_order:
-            return 0
+            if not self._coalesce():
+                return 0
+            return self.alloc(nbytes)
         block = u32[_FREE_W + k]
         self._unlink(block, k)
         while k > order:
@@ -104,6 +107,18 @@ class Heap:
         u32 = self.u32
         order = u32[block >> 2] & 0xFF
         self.u64[_USED_Q] -= 1 << order
+        if order <= _LAZY_MAX_ORDER:
+            # Keep up to two small blocks per order unmerged: a steady stream of
+            # one-message-at-a-time would otherwise merge up to the top on every free and
+            # split all the way down on the next alloc. ``alloc`` merges them when it runs short.
+            head = u32[_FREE_W + order]
+            if not head or not u32[(head >> 2) + 2]:
+                self._push(block, order)
+                return
+        self._merge_free(block, order)
+
+    def _merge_free(self, block: int, order: int) -> None:
+        u32 = self.u32
         base, size, max_order = self.base, self.size, self.max_order
         while order < max_order:
             rel = (block - base) ^ (1 << order)
@@ -117,6 +132,27 @@ class Heap:
                 block = buddy
             order += 1
         self._push(block, order)
+
+    def _coalesce(self) -> bool:
+        """Merge the small free blocks ``free`` kept unmerged; True if any merged."""
+        u32 = self.u32
+        merged = False
+        for order in range(L.MIN_ORDER, _LAZY_MAX_ORDER + 1):
+            blocks = []
+            block = u32[_FREE_W + order]
+            while block:
+                blocks.append(block)
+                block = u32[(block >> 2) + 2]
+            for block in blocks:
+                if u32[block >> 2] != _FREE | order:
+                    continue  # already merged into a bigger block by an earlier one
+                rel = (block - self.base) ^ (1 << order)
+                buddy = self.base + rel
+                if rel + (1 << order) <= self.size and u32[buddy >> 2] == _FREE | order:
+                    self._unlink(block, order)
+                    self._merge_free(block, order)
+                    merged = True
+        return merged
 
     def decref(self, block: int) -> None:
         """Drop one reference; free the block when none is left."""

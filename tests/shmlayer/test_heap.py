@@ -123,3 +123,16 @@ def test_rebuild_drops_overlapping_blocks(heap: Heap) -> None:
     dropped = heap.rebuild({outer: 1, inner: 1})
     assert dropped == {inner}
     assert _tiles(heap, {outer: 1})
+
+
+def test_small_frees_stay_cached_but_never_block_a_big_alloc(heap: Heap) -> None:
+    rng = random.Random(3)
+    blocks = [heap.alloc(rng.choice([20, 100, 1000])) for _ in range(200)]
+    for block in blocks:
+        heap.free(block)
+    assert _tiles(heap, {})
+    # some small blocks are kept unmerged, yet the largest block can still be had
+    biggest = heap.alloc((1 << heap.max_order) - L.BLOCK_SIZE)
+    assert biggest and _tiles(heap, {biggest: 1})
+    heap.free(biggest)
+    assert heap.u64[L.H["heap_used"] >> 3] == 0
