@@ -49,6 +49,30 @@ def _oldest_age(store: Store, chan: int, now: float) -> float:
     return 0.0
 
 
+def _oldest_sent(store: Store) -> dict[int, float]:
+    """Send time of the oldest queued message of every entry, in one walk of each queue.
+
+    A ``prefix!`` entry gets its queue's head; a local entry its own oldest message.
+    """
+    u32, f64 = store.u32, store.f64
+    oldest: dict[int, float] = {}
+    limit = store.geometry.n_nodes
+    for q in range(1, u32[H_CHAN_BUMP]):
+        e = store.cw + q * CW
+        if not u32[e + C_FLAGS] & 1 or u32[e + C_QUEUE] != q:
+            continue
+        n = u32[e + C_HEAD]
+        steps = 0
+        while n and steps <= limit:
+            w = store.nw + n * NW
+            sent = f64[(w >> 1) + (N_SENT_B >> 3)]
+            oldest.setdefault(q, sent)
+            oldest.setdefault(u32[w + N_CHAN], sent)
+            n = u32[w + N_NEXT]
+            steps += 1
+    return oldest
+
+
 def global_statistics(store: Store, now: float) -> dict[str, Any]:
     """Layer-wide counters plus memory and table use."""
     u32, u64 = store.u32, store.u64
@@ -108,6 +132,7 @@ def snapshot(store: Store, now: float) -> dict[str, Any]:
     u32 = store.u32
     geo = store.geometry
     channels = []
+    oldest = _oldest_sent(store)
     for i in range(1, u32[H_CHAN_BUMP]):
         e = store.cw + i * CW
         if not u32[e + C_FLAGS] & 1:
@@ -123,8 +148,7 @@ def snapshot(store: Store, now: float) -> dict[str, Any]:
             "kind": ("normal", "prefix", "local")[kind] if kind < 3 else "?",
             "depth": u32[e + C_QCOUNT] if kind == L.KIND_PREFIX else u32[e + C_NCOUNT],
             "capacity": u32[e + C_CAP],
-            "oldest_age": round(_oldest_age(store, i, now), 3) if kind != L.KIND_PREFIX else round(
-                channel_statistics(store, store.chan_name(i), u32[e + 1], now)["messages_max_age"], 3),
+            "oldest_age": round(max(0.0, now - oldest[i]), 3) if i in oldest else 0.0,
             "full": u32[e + C_NFULL],
             "expired": u32[e + C_NEXP],
             "sent": u32[e + C_NSENT],
