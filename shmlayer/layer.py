@@ -226,20 +226,19 @@ class ShmChannelLayer(BaseChannelLayer):
         seg = store.segment
         seg.acquire()
         clean = False
+        wake = None
         try:
             result = op(*args)
             store.finish(_monotonic())
+            if store.wake:
+                # Taken under the lock: another thread of ours may collect more meanwhile.
+                wake, store.wake = store.wake, []
             clean = True
         finally:
             seg.release(clean)
-        if store.wake:
-            self._wake(store)
+        if wake:
+            self._waker.wake(self.segment_name, seg.epoch, wake)
         return result
-
-    def _wake(self, store: Store) -> None:
-        slots = store.wake[:]
-        store.wake.clear()
-        self._waker.wake(self.segment_name, store.segment.epoch, slots)
 
     # ================================================================= send side
 
@@ -278,16 +277,19 @@ class ShmChannelLayer(BaseChannelLayer):
         seg = store.segment
         seg.acquire()
         clean = False
+        wake = None
         try:
             now = _monotonic()
             status = store.send(name, h, data, now, now + self.expiry, cap)
             if store.expired_chans or store.maybe_free:
                 store.finish(now)
+            if store.wake:
+                wake, store.wake = store.wake, []
             clean = True
         finally:
             seg.release(clean)
-        if store.wake:
-            self._wake(store)
+        if wake:
+            self._waker.wake(self.segment_name, seg.epoch, wake)
         if status:
             if status == FULL:
                 raise ChannelFull(f"channel {channel!r} is full")
