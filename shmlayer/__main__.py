@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from .layer import ShmChannelLayer
 
     try:
-        layer = ShmChannelLayer(name=name, _create=False)
+        # max_message_size=1: inspecting must work whatever size the segment was made with.
+        layer = ShmChannelLayer(name=name, max_message_size=1, _create=False)
     except (SegmentError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -38,8 +38,9 @@ def test_stats_shows_channels_groups_memory_and_processes(make_layer: Make) -> N
 
 
 def test_flush_and_unlink(make_layer: Make) -> None:
-    layer = make_layer()
+    layer = make_layer(size=1 << 20, max_message_size=1000)  # smallest segment: inspectable too
     layer.send("x", {})
+    assert run("stats", layer.segment_name).returncode == 0
     assert run("flush", layer.segment_name).returncode == 0
     assert layer.receive(["x"]) == (None, None)
     out = run("unlink", layer.segment_name)
