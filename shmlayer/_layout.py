@@ -9,7 +9,10 @@ Theory of operation
 * **One lock.** ``fcntl.flock(LOCK_EX)`` on an fd of the segment file (opened by each
   process, re-opened after ``fork`` because flock belongs to the open file description).
   The kernel drops it when its holder dies, so a ``kill -9`` never wedges the others.
-  There is no lock order to get wrong: every structure below is guarded by that one lock.
+  Every structure below is guarded by that one lock. Lock order inside a process:
+  the layer's waiter-pool lock, then the segment's thread lock (threads of one process
+  share the fd, so flock alone cannot exclude them), then the flock; nothing is taken
+  while the flock is held.
 * **Dirty word.** The holder writes its pid into ``lock_owner`` right after acquiring and
   writes 0 right before releasing. An acquirer that finds it non-zero knows the previous
   holder died (or raised) mid-operation and runs recovery (``_recovery.py``): it rebuilds

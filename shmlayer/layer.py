@@ -3,8 +3,13 @@
 This module is the boundary: it validates names and messages, serialises (msgpack via
 ``contract.serialize``, never pickle), takes the segment lock around one ``_store``
 operation, converts status codes to exceptions after the lock is released, and does the
-waiting (``_waiters``). Capacity of a process channel counts per full name
-(``prefix!local``), see ``contract``'s module docstring for why.
+waiting (``_waiters``).
+
+Capacity of a process channel counts per full name (``prefix!local``), not per prefix:
+asgi_ipc and asgi_redis counted it on the ``prefix!`` part, so every connection of one
+interface process shared one capacity, and a group broadcast to many sockets on that
+process silently lost most of its copies once a few of them were slow. Here one slow
+socket only loses its own copies, and each loss is counted (``stats``: full, group_skipped).
 """
 
 from __future__ import annotations
