@@ -235,3 +235,22 @@ def test_threads_share_one_layer(layer: shmlayer.ShmChannelLayer) -> None:
     for t in threads:
         t.join(10)
     assert sorted(got) == list(range(60))
+
+
+def test_creator_that_died_before_the_magic_is_taken_over() -> None:
+    from .conftest import unique_name
+
+    name = unique_name("orphan")
+    path = f"/dev/shm/{name}"
+    with open(path, "wb") as f:  # what a creator killed mid-initialisation leaves
+        f.truncate(4 << 20)
+    try:
+        start = time.monotonic()
+        layer = shmlayer.ShmChannelLayer(name=name, size=4 << 20)
+        assert 1.5 < time.monotonic() - start < 5  # waited for the creator, then took over
+        layer.send("c", {"ok": True})
+        assert layer.receive(["c"]) == ("c", {"ok": True})
+        assert layer.verify() == []
+        layer.close()
+    finally:
+        os.unlink(path)
