@@ -118,6 +118,19 @@ def recover(store: Store, alive: Callable[[int], bool] = pid_alive) -> None:
         e = cw + i * CW
         u32[e + C_QCOUNT] = u32[e + C_NCOUNT] = u32[e + C_REFS] = 0
         u32[e + C_QUEUE] = i
+    store.no_evict = True
+    try:
+        _link_local_queues(store, live_chans, reach_c)
+    finally:
+        store.no_evict = False
+    cbump = u32[H_CHAN_BUMP]
+    live_chans = [i for i in range(1, cbump) if i < len(reach_c) and reach_c[i]]
+    _walk_queues_and_rest(store, live_chans, reach_c, cbump, alive)
+
+
+def _link_local_queues(store: Store, live_chans: list[int], reach_c: bytearray) -> None:
+    """Point every process-local entry at its ``prefix!`` entry (created if missing)."""
+    u32, cw = store.u32, store.cw
     for i in live_chans:
         name = store.chan_name(i)
         if kind_of(name) == L.KIND_LOCAL:
@@ -130,8 +143,13 @@ def recover(store: Store, alive: Callable[[int], bool] = pid_alive) -> None:
                 reach_c[q] = 1
                 u32[cw + i * CW + C_QUEUE] = q
                 u32[cw + q * CW + C_REFS] += 1
-    cbump = u32[H_CHAN_BUMP]
-    live_chans = [i for i in range(1, cbump) if i < len(reach_c) and reach_c[i]]
+
+
+def _walk_queues_and_rest(store: Store, live_chans: list[int], reach_c: bytearray, cbump: int,
+                          alive: Callable[[int], bool]) -> None:
+    u32 = store.u32
+    geo = store.geometry
+    cw, nw, gw, mw = store.cw, store.nw, store.gw, store.mw
 
     # 4. queues
     nbump = min(u32[H_NODE_BUMP] or 1, geo.n_nodes)

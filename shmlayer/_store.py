@@ -58,6 +58,9 @@ class Store(GroupTable, WaiterSlots):
         self.expired_chans: list[int] = []
         self.maybe_free: list[int] = []
         self.wake: list[int] = []
+        self._ops = 0
+        #: Set by recovery while counts are being rebuilt (empty-looking entries are not).
+        self.no_evict = False
         self._chan_cache: dict[bytes, tuple[int, int]] = {}
         self._group_cache: dict[bytes, tuple[int, int]] = {}
 
@@ -100,7 +103,7 @@ class Store(GroupTable, WaiterSlots):
         else:
             i = u32[H_CHAN_BUMP]
             if i >= self.geometry.n_channels:
-                if not self._free_kept_entries():
+                if self.no_evict or not self._free_kept_entries():
                     return 0
                 return self._create_chan(name, h, kind, cap, queue)
             u32[H_CHAN_BUMP] = i + 1
@@ -134,10 +137,11 @@ class Store(GroupTable, WaiterSlots):
             q = self.lookup_chan(prefix, ph) or self._create_chan(prefix, ph, L.KIND_PREFIX, cap, 0)
             if not q:
                 return 0
+            # Pin the prefix entry first: a full table frees kept empty entries to make room.
+            self.u32[self.cw + q * CW + C_REFS] += 1
             i = self._create_chan(name, h, kind, cap, q)
-            if i:
-                self.u32[self.cw + q * CW + C_REFS] += 1
-            else:
+            if not i:
+                self.u32[self.cw + q * CW + C_REFS] -= 1
                 self.maybe_free.append(q)
             return i
         return self._create_chan(name, h, kind, cap, 0)
@@ -320,7 +324,7 @@ class Store(GroupTable, WaiterSlots):
             e = self.cw + i * CW
             if u32[e + C_FLAGS] & 1 and u32[e + C_QCOUNT]:
                 self.reclaim_expired(i, now, scan=True)
-        self.finish(now)
+        # No finish() here: the caller may hold entry indices that freeing would recycle.
 
     # ======================================================================= send
 
@@ -346,7 +350,9 @@ class Store(GroupTable, WaiterSlots):
     def send(self, name: bytes, h: int, data: bytes, now: float, expires: float, cap: int) -> int:
         """Queue ``data`` on channel ``name``: OK, FULL or NOSPACE."""
         u32 = self.u32
-        self.sweep(now, 2)
+        self._ops += 1
+        if not self._ops & 3:  # amortised: 2 entries per send, one call in four
+            self.sweep(now, 8)
         i = self.chan_for(name, h, cap)
         if not i:
             self.u64[Q_SEGFULL] += 1
@@ -358,8 +364,10 @@ class Store(GroupTable, WaiterSlots):
             return FULL
         block = self._alloc(data, now)
         if block and not self._enqueue(i, block, now, expires):
-            self.heap.free(block)
-            block = 0
+            self.sweep_all(now)  # the node table ran short: expired messages give theirs back
+            if not self._enqueue(i, block, now, expires):
+                self.heap.free(block)
+                block = 0
         if not block:
             self.maybe_free.append(i)
             self.u64[Q_SEGFULL] += 1

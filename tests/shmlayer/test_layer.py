@@ -386,3 +386,21 @@ def test_blocking_receive_times_out_in_about_a_second(layer: shmlayer.ShmChannel
     assert layer.receive(["quiet"], block=True) == (None, None)
     assert 0.9 <= time.monotonic() - start < 3
     assert layer.verify() == []  # the waiter was disarmed
+
+
+def test_full_channel_table_evicts_kept_empty_entries(make_layer: Make) -> None:
+    layer = make_layer(size=L.MIN_SEGMENT_SIZE, max_message_size=1000)
+    slots = layer.stats()["tables"]["channels"]["total"]
+    for i in range(slots + 50):  # more named channels than the table holds, each emptied
+        layer.send(f"named.{i}", {"i": i})
+        assert layer.receive([f"named.{i}"]) == (f"named.{i}", {"i": i})
+    for i in range(slots + 50):  # and reply channels of one process, whose prefix stays pinned
+        layer.send(f"iface!c{i}", {"i": i})
+        assert layer.receive(["iface!"]) == (f"iface!c{i}", {"i": i})
+    assert layer.verify() == []
+    layer.send("p!x", {})
+    with pytest.raises(shmlayer.SegmentFull):
+        for i in range(slots + 10):  # live (non-empty) channels cannot be evicted
+            layer.send(f"live.{i}", {})
+    assert layer.receive(["p!"]) == ("p!x", {})
+    assert layer.verify() == []
