@@ -403,7 +403,8 @@ class Store(GroupTable, WaiterSlots):
                 full_name = name if chan == q else self.chan_name(chan)
                 self.heap.decref(block)
                 self._free_node(n)
-                self.maybe_free.append(chan)
+                if not u32[cw + chan * CW + C_NCOUNT]:
+                    self.maybe_free.append(chan)
                 self.u64[Q_RECEIVED] += 1
                 return full_name, payload
         return None

@@ -331,12 +331,14 @@ class ShmChannelLayer(BaseChannelLayer):
         clean = False
         try:
             now = _monotonic()
-            store.sweep(now, 1)
+            if not start & 7:  # amortised expiry sweep: 1 entry per receive
+                store.sweep(now, 8)
             found = store.receive(targets, start, now)
             if found is None and waiter is not None:
                 mask = store.cmask
                 store.arm(waiter.slot, [h & mask for _, h in targets])
-            store.finish(now)
+            if store.expired_chans or store.maybe_free:
+                store.finish(now)
             clean = True
         finally:
             seg.release(clean)

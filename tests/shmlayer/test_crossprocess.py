@@ -254,3 +254,25 @@ def test_creator_that_died_before_the_magic_is_taken_over() -> None:
         layer.close()
     finally:
         os.unlink(path)
+
+
+def _use_inherited(layer: shmlayer.ShmChannelLayer) -> None:
+    # The parent's fd, lock and waiter sockets must not be used here (register_at_fork).
+    channel, message = layer.receive(["to.child"], block=True)
+    layer.send("to.parent", {"echo": message, "pid": os.getpid()})
+
+
+def test_forked_child_uses_the_inherited_layer(layer: shmlayer.ShmChannelLayer) -> None:
+    assert layer.receive(["warm.up"], block=True) == (None, None)  # parent now owns a waiter
+    with layer._hold_lock_for_test():
+        proc = ctx.Process(target=_use_inherited, args=(layer,), daemon=True)
+        proc.start()  # forked while we hold the lock: the child must not inherit it
+    try:
+        layer.send("to.child", {"n": 1})
+        channel, message = layer.receive(["to.parent"], block=True)
+        if channel is None:
+            channel, message = layer.receive(["to.parent"], block=True)
+    finally:
+        _join_all([proc])
+    assert channel == "to.parent" and message == {"echo": {"n": 1}, "pid": proc.pid}
+    assert layer.verify() == []
