@@ -215,6 +215,8 @@ def load_config(argv: Sequence[str], environ: dict[str, str] | None = None, cwd:
         for name, value in values.items():
             config.values[name] = value
             config.sources[name] = source  # type: ignore[assignment]
+    if config.interfaces == 0 and config.workers == 0:
+        raise ConfigError("workers", config.sources["workers"], "interfaces and workers cannot both be 0")
     config.check_config = bool(getattr(cli, "check_config", False) or getattr(env, "check_config", False))
     config.print_config = bool(getattr(cli, "print_config", False) or getattr(env, "print_config", False))
     return config

@@ -254,11 +254,12 @@ SETTINGS: tuple[Setting, ...] = (
        metavar="ADDRESS", kind="append"),
     _s("umask", "Sockets", ("--umask",), _umask, None, "octal int",
        "umask applied while binding unix sockets; None keeps the inherited one.", metavar="MASK"),
-    _s("interfaces", "Processes", ("--interfaces",), _int(1), 1, "int",
-       "Number of interface processes (HTTP + WebSocket servers) sharing the listening sockets.",
-       metavar="N"),
-    _s("workers", "Processes", ("-w", "--workers"), _int(1), 2, "int",
-       "Number of Django worker processes. SIGTTIN/SIGTTOU add or remove one.", metavar="N"),
+    _s("interfaces", "Processes", ("--interfaces",), _int(0), 1, "int",
+       "Number of interface processes (HTTP + WebSocket servers) sharing the listening sockets. "
+       "0 = a worker-only host (Redis layer): nothing is bound.", metavar="N"),
+    _s("workers", "Processes", ("-w", "--workers"), _int(0), 2, "int",
+       "Number of Django worker processes; 0 = an interface-only host (Redis layer). "
+       "SIGTTIN/SIGTTOU add or remove one.", metavar="N"),
     _s("worker_threads", "Processes", ("--threads",), _int(1), 1, "int",
        "Consumer threads in each worker process.", metavar="N"),
     _s("max_messages", "Processes", ("--max-messages", "--max-requests"), _int(0), 0, "int",

@@ -72,6 +72,9 @@ def _check(config: Config) -> int:
 
 
 def _listeners(config: Config) -> tuple[list[Listener], bool]:
+    if config.interfaces == 0:
+        log.info("No interface processes (interfaces = 0): not listening on any socket")
+        return [], True  # True: nothing to rebind on SIGHUP either
     inherited = inherited_sockets()
     if inherited:
         if config.sources.get("bind") != "default":

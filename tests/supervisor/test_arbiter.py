@@ -389,3 +389,20 @@ def test_hup_during_a_reload_keeps_the_serving_generation_until_the_newest_boots
     booted = [line for line in events(fake_dir) if line.startswith("booted worker")]
     # The old two, then the newest two; the middle generation never served (or was retired).
     assert all(str(pid) in " ".join(booted) for pid in newest)
+
+
+def test_worker_only_host_binds_nothing(start, fake_dir):
+    master = start("--interfaces", "0", "-w", "2")
+    master.wait_children("worker", 2)
+    master.wait_log("Ready: 0/0 interfaces")
+    assert "Listening at" not in master.log()
+    assert master.children("interface") == []
+
+
+def test_interface_only_host(start, fake_dir):
+    master = start("-w", "0", "--interfaces", "2")
+    master.wait_children("interface", 2)
+    master.wait_log("Ready:")
+    assert master.children("worker") == []
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0

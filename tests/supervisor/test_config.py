@@ -84,7 +84,8 @@ def test_positional_settings_module(tmp_path):
 @pytest.mark.parametrize("text, key, fragment", [
     ("wokers = 2\n", "wokers", "unknown setting"),
     ("workers = 'two'\n", "workers", "must be an integer"),
-    ("workers = 0\n", "workers", ">= 1"),
+    ("workers = -1\n", "workers", ">= 0"),
+    ("worker_threads = 0\n", "worker_threads", ">= 1"),
     ("workers = True\n", "workers", "must be an integer"),
     ("bind = ['::1:8000']\n", "bind", "bad address"),
     ("bind = ['127.0.0.1:http']\n", "bind", "bad address"),
@@ -240,3 +241,11 @@ def test_parent_pid_mismatch_stops_at_once(tmp_path):
     result = run_command(["-w", "1", "x.settings"], cwd=str(tmp_path), env={"SHMCHANNELS_PARENT_PID": "1"})
     assert result.returncode == 1
     assert "SHMCHANNELS_PARENT_PID" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_interface_only_and_worker_only_hosts(tmp_path):
+    assert load_config(["-w", "0"], environ={}, cwd="/").workers == 0
+    assert load_config(["--interfaces", "0"], environ={}, cwd="/").interfaces == 0
+    path = write(tmp_path, "interfaces = 0\n")
+    with pytest.raises(ConfigError, match=r"^workers in the command line: interfaces and workers cannot both be 0"):
+        load_config(["-c", path, "-w", "0"], environ={})
