@@ -6,6 +6,7 @@ one consistent instant.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -192,6 +193,22 @@ def snapshot(store: Store, now: float) -> dict[str, Any]:
     return result
 
 
+def mapping_pids(path: str, ino: int) -> list[int]:
+    """Pids of the processes that have this segment file mapped (from /proc/*/maps)."""
+    pids = []
+    needle = f" {ino} "
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps", encoding="utf-8", errors="replace") as maps:
+                if any(path in line and needle in line for line in maps):
+                    pids.append(int(entry))
+        except OSError:
+            continue  # gone, or not ours to read
+    return sorted(pids)
+
+
 def format_stats(snap: dict[str, Any], limit: int = 50) -> str:
     """Human-readable text of a :func:`snapshot`."""
     g = snap["global"]
@@ -220,7 +237,9 @@ def format_stats(snap: dict[str, Any], limit: int = 50) -> str:
     lines += ["", f"groups ({len(snap['groups'])}):"]
     for grp in sorted(snap["groups"], key=lambda x: (-x["members"], x["name"]))[:limit]:
         lines.append(f"  {grp['name'][:48]:<48} members {grp['members']:>6}  sends {grp['sends']}")
-    lines += ["", f"attached processes ({len(snap['processes'])}):"]
+    mapped = snap.get("mapped_by", [])
+    lines += ["", f"attached processes ({len(mapped)} map the segment: {' '.join(map(str, mapped))})",
+              f"waiter slots ({len(snap['processes'])}):"]
     for p in snap["processes"]:
         lines.append(f"  pid {p['pid']:<8} slot {p['slot']:<4} {p['state']:<8} "
                      f"{'alive' if p['alive'] else 'dead'}  channels {p['channels']}")

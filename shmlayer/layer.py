@@ -578,10 +578,12 @@ class ShmChannelLayer(BaseChannelLayer):
 
     def stats(self) -> dict[str, Any]:
         """A consistent snapshot of the whole segment (what ``python -m shmlayer stats`` prints)."""
-        from ._stats import snapshot
+        from ._stats import mapping_pids, snapshot
 
         store = self._current()
-        return dict(self._locked(store, snapshot, store, _monotonic()))
+        snap = dict(self._locked(store, snapshot, store, _monotonic()))
+        snap["mapped_by"] = mapping_pids(store.segment.path, store.segment.ino)  # outside the lock
+        return snap
 
     def verify(self) -> list[str]:
         """Check every cross-structure invariant; return the problems found (empty: sound)."""
