@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import select
 import threading
@@ -48,6 +49,7 @@ _EPOCH_CHECK_INTERVAL = 1.0
 SPIN_TIME = 100e-6
 _SENT_Q = L.H["n_sent"] >> 3
 _monotonic = time.monotonic
+_log = logging.getLogger("shmlayer")
 #: The keys asgi1.md §1 allows in global_statistics()/channel_statistics(); stats() has more.
 _SPEC_STATISTICS = ("messages_count", "messages_pending", "messages_max_age", "channel_full_count")
 
@@ -530,8 +532,12 @@ class ShmChannelLayer(BaseChannelLayer):
         gname = group.encode("ascii")
         store = self._current()
         now = _monotonic()
-        self._locked(store, store.send_group, gname, name_hash(gname), data, now, now + self.expiry,
-                     self.group_expiry)
+        status = self._locked(store, store.send_group, gname, name_hash(gname), data, now, now + self.expiry,
+                              self.group_expiry)
+        if status == NOSPACE:
+            # Not raised (send_group never raises ChannelFull), but never silent either.
+            _log.warning("channel layer segment %r is full: send_group(%r) dropped copies (counted in stats)",
+                         self.segment_name, group)
 
     # ============================================================ whole-layer ops
 

@@ -404,3 +404,16 @@ def test_full_channel_table_evicts_kept_empty_entries(make_layer: Make) -> None:
             layer.send(f"live.{i}", {})
     assert layer.receive(["p!"]) == ("p!x", {})
     assert layer.verify() == []
+
+
+def test_send_group_into_a_full_segment_drops_and_counts(make_layer: Make) -> None:
+    layer = make_layer(size=L.MIN_SEGMENT_SIZE, capacity=100000, max_message_size=200000)
+    layer.group_add("g", "member")
+    with pytest.raises(shmlayer.SegmentFull):
+        for _ in range(100):
+            layer.send("filler", {"b": b"x" * 100000})
+    before = layer.stats()["global"]["n_segment_full"]
+    layer.send_group("g", {"b": b"y" * 100000})  # never raises ChannelFull
+    assert layer.stats()["global"]["n_segment_full"] == before + 1
+    assert layer.receive(["member"]) == (None, None)
+    assert layer.verify() == []
