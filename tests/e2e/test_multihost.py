@@ -5,7 +5,10 @@ own port with the Redis layer selected by ``SHMCHANNELS_TEST_LAYER=redis`` and a
 of the test's own. WebSocket clients on host A and host B join the tutorial's ``/groups/``
 chat (``Group("chat")``) and talk to each other through Redis; then host B goes away,
 gracefully (SIGTERM to its master) or all at once (SIGKILL to every process of it), and
-host A must lose nothing. Processes are stopped by pid; the Redis prefix is flushed.
+host A must lose nothing. Also: a Redis restart (sockets closed 1012, service back), and
+the split shapes of docs/redis.md — edge hosts ``--workers 0`` with an application host
+``--interfaces 0``, and the same without the master (``shmchannels-interface`` +
+``runworker``). Processes are stopped by pid; the Redis prefix is flushed.
 """
 from __future__ import annotations
 
@@ -47,13 +50,21 @@ class Host:
         self.proc: subprocess.Popen[bytes] | None = None
         self.known: set[int] = set()
 
-    def start(self) -> None:
+    def start(self, interfaces: int = 1, workers: int = 1, wait: bool = True) -> None:
+        """Start the master; with ``wait``, return once ``/hello/`` answers through it."""
+        args = [str(SHMCHANNELS), "--interfaces", str(interfaces), "--workers", str(workers), "-n", f"mh-{self.name}"]
+        if interfaces:
+            args += ["-b", f"127.0.0.1:{self.port}"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(SHMCHANNELS), "--interfaces", "1", "--workers", "1", "-b", f"127.0.0.1:{self.port}",
-                 "-n", f"mh-{self.name}"],
-                cwd=REPO_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args, cwd=REPO_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
+        if wait:
+            self.wait_serving()
+
+    def wait_serving(self) -> None:
+        """Wait until ``/hello/`` answers 200 on this host's port (a worker somewhere ran it)."""
+        assert self.proc is not None
         deadline = time.monotonic() + BOOT_DEADLINE
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"master {self.name} exited while booting\n{self.log_tail()}"
@@ -319,6 +330,46 @@ def test_interface_only_and_worker_only_processes(redis_server: Any, tmp_path: P
     finally:
         for proc in procs:
             proc.stop()
+        layer.flush()
+        layer.shards[0].client.delete(prefix + "epoch")
+        layer.close()
+
+
+def test_interface_only_and_worker_only_hosts(redis_server: Any, tmp_path: Path) -> None:
+    """docs/redis.md's split shape with the master: two edge hosts ``--workers 0`` and an
+    application host ``--interfaces 0``; replacing the application host loses no socket."""
+    prefix = f"mh-{secrets.token_hex(4)}:"
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+        "SHMCHANNELS_TEST_LAYER": "redis",
+        "SHMCHANNELS_TEST_REDIS_URL": redis_server.url,
+        "SHMCHANNELS_TEST_REDIS_PREFIX": prefix,
+        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("SHMCHANNELS_CMD_ARGS", None)
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
+    app, edge1, edge2 = Host("app", tmp_path, env), Host("edge1", tmp_path, env), Host("edge2", tmp_path, env)
+    app2 = Host("app2", tmp_path, env)
+    try:
+        app.start(interfaces=0, workers=1, wait=False)
+        edge1.start(interfaces=1, workers=0, wait=False)
+        edge2.start(interfaces=1, workers=0, wait=False)
+        edge1.wait_serving()  # answered by the application host's worker
+        edge2.wait_serving()
+        with join(edge1, layer, 1) as one, join(edge2, layer, 2) as two:
+            one.send("edge to edge")
+            expect(one, "[user] edge to edge")
+            expect(two, "[user] edge to edge")
+            app.terminate()
+            app2.start(interfaces=0, workers=1, wait=False)
+            two.send("new application host")
+            expect(one, "[user] new application host")
+            expect(two, "[user] new application host")
+    finally:
+        for host in (edge1, edge2, app, app2):
+            host.cleanup()
         layer.flush()
         layer.shards[0].client.delete(prefix + "epoch")
         layer.close()
