@@ -24,7 +24,10 @@ setup(
         "redis>=5",
     ],
     extras_require={
+        # Encryption at rest of Redis message bodies (symmetric_encryption_keys): Fernet.
+        "encryption": ["cryptography>=42"],
         "test": [
+            "cryptography>=42",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
