@@ -1,0 +1,310 @@
+"""The Channels 1.x "Getting Started" consumers, run unchanged by the real processes.
+
+One master (2 interfaces x 2 workers, shm layer) serves ``tests/djangoproject/tutorial.py``
+(every section of the page on its own path). Clients are the ``websockets`` sync client
+and raw HTTP; users log in through Django's own session machinery (``manage.py shell``),
+and the session cookie rides on the WebSocket handshake as a browser would send it.
+The last tests run the same smoke path through ``runserver --noworker`` + ``runworker -v 2``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from shmlayer import ShmChannelLayer
+from tests.e2e.harness import ManageCommand, RealMaster, http_get, project_env, remove_segment, wait_for
+from tests.supervisor.harness import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+#: Users of the Authentication section: two share the initial "a", one does not.
+USERS = ("alice", "anna", "bob")
+
+#: Logs USERS in with Django's test client (a real session saved in the database) and
+#: prints {username: session key}.
+LOGIN_SCRIPT = """
+import json
+from django.contrib.auth.models import User
+from django.test import Client
+keys = {}
+for name in %r:
+    user = User.objects.create_user(name, password="pw-" + name)
+    client = Client()
+    client.force_login(user)
+    keys[name] = client.cookies["sessionid"].value
+print("KEYS=" + json.dumps(keys))
+"""
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    """Run ``python -m django <args>`` for the test project; returns its stdout."""
+    full_env = {**os.environ, **env, "PYTHONPATH": ROOT}
+    full_env.pop("SHMCHANNELS_CMD_ARGS", None)
+    result = subprocess.run([sys.executable, "-m", "django", *args], cwd=ROOT, env=full_env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def shell(env: dict[str, str], code: str) -> str:
+    """``manage.py shell -c code``."""
+    return manage(env, "shell", "-c", code)
+
+
+def login_users(env: dict[str, str]) -> dict[str, str]:
+    out = shell(env, LOGIN_SCRIPT % (USERS,))
+    return json.loads(out.split("KEYS=", 1)[1].strip())
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The real master on a migrated database, with USERS logged in (``site.sessions``)."""
+    server = RealMaster(["--interfaces", "2", "-w", "2", "--timeout", "10"])
+    env = project_env(server.segment, server.database)
+    try:
+        manage(env, "migrate", "--noinput", "-v", "0")
+        server.sessions = login_users(env)
+        server.project_env = env
+        server.start()
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def ws(site, path, user=None, origin=None, **kwargs):
+    """An open client (context manager entered), with ``user``'s session cookie if given."""
+    headers = {}
+    if user is not None:
+        headers["Cookie"] = f"sessionid={site.sessions[user]}"
+    return connect(site.url(path), open_timeout=5, close_timeout=1, additional_headers=headers,
+                   origin=origin, **kwargs).__enter__()
+
+
+def close_all(*clients):
+    for client in clients:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def recv(client, timeout=5.0):
+    return client.recv(timeout=timeout)
+
+
+def silent(client, wait=0.5):
+    """True if nothing arrives on ``client`` within ``wait`` seconds."""
+    try:
+        frame = client.recv(timeout=wait)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"unexpected frame {frame!r}")
+
+
+def group_size(site, group):
+    layer = ShmChannelLayer(name=site.segment, _create=False)
+    try:
+        return len(layer.group_channels(group))
+    finally:
+        layer.close()
+
+
+def rows(database, room):
+    with sqlite3.connect(database, timeout=10) as db:
+        return [r[0] for r in db.execute(
+            "SELECT message FROM chatapp_chatmessage WHERE room = ? ORDER BY id", (room,))]
+
+
+def request(port, method, path, body=None, timeout=5.0):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+# -- First Consumers ----------------------------------------------------------------------
+
+def test_http_consumer_answers_through_encode_response(site):
+    status, body = http_get(site.port, "/consumer/some/where?x=1")
+    assert (status, body) == (200, b"Hello world! You asked for /consumer/some/where")
+    # Paths the consumer is not routed on still reach the Django views.
+    assert http_get(site.port, "/hello/") == (200, b"Hello world! You asked for /hello/")
+    assert http_get(site.port, "/nowhere/")[0] == 404
+
+
+def test_echo_ws_message(site):
+    client = ws(site, "/echo/")
+    try:
+        for text in ("hello world", "é ü ✓", "x" * 5000):
+            client.send(text)
+            assert recv(client) == text
+    finally:
+        close_all(client)
+
+
+# -- Groups ---------------------------------------------------------------------------------
+
+def test_group_chat_add_send_discard(site):
+    clients = [ws(site, "/groups/") for _ in range(3)]
+    try:
+        wait_for(lambda: group_size(site, "chat") == 3, 5, "3 members in group chat")
+        clients[0].send("hello everyone")
+        for client in clients:
+            assert recv(client) == "[user] hello everyone"
+        clients[2].close()
+        wait_for(lambda: group_size(site, "chat") == 2, 5, "the closed client discarded")
+        clients[1].send("two left")
+        for client in clients[:2]:
+            assert recv(client) == "[user] two left"
+    finally:
+        close_all(*clients)
+    wait_for(lambda: group_size(site, "chat") == 0, 5, "every client discarded")
+
+
+# -- Persisting Data ------------------------------------------------------------------------
+
+def test_channel_session_keeps_username_from_query_and_room_from_path(site):
+    ann = ws(site, "/rooms/lobby/?username=ann")
+    # ASCII names: the page's parse_qs of a bytes query string cannot decode UTF-8.
+    bob = ws(site, "/rooms/lobby/?username=bob&x=1")
+    cat = ws(site, "/rooms/attic/?username=cat")
+    try:
+        wait_for(lambda: group_size(site, "chat-lobby") == 2 and group_size(site, "chat-attic") == 1, 5,
+                 "room memberships")
+        ann.send("hi lobby")
+        for client in (ann, bob):
+            assert json.loads(recv(client)) == {"text": "hi lobby", "username": "ann"}
+        bob.send("hi ann")
+        for client in (ann, bob):
+            assert json.loads(recv(client)) == {"text": "hi ann", "username": "bob"}
+        cat.send("alone")
+        assert json.loads(recv(cat)) == {"text": "alone", "username": "cat"}
+        assert silent(ann, 0.3) and silent(bob, 0.1)
+    finally:
+        close_all(ann, bob, cat)
+    wait_for(lambda: group_size(site, "chat-lobby") == 0, 5, "lobby emptied by persist_ws_disconnect")
+
+
+def test_channel_session_without_username_is_closed(site):
+    client = ws(site, "/rooms/lobby/")
+    try:
+        with pytest.raises(ConnectionClosed):
+            recv(client)
+    finally:
+        close_all(client)
+
+
+# -- Authentication -------------------------------------------------------------------------
+
+def test_session_user_from_http_groups_by_username_initial(site):
+    alice = ws(site, "/auth/", "alice")
+    anna = ws(site, "/auth/", "anna")
+    bob = ws(site, "/auth/", "bob")
+    try:
+        wait_for(lambda: group_size(site, "chat-a") == 2 and group_size(site, "chat-b") == 1, 5,
+                 "groups by initial")
+        alice.send("for the a's")
+        assert recv(alice) == "for the a's" and recv(anna) == "for the a's"
+        bob.send("bob alone")
+        assert recv(bob) == "bob alone"
+        assert silent(alice, 0.3) and silent(anna, 0.1)
+        anna.close()
+        wait_for(lambda: group_size(site, "chat-a") == 1, 5, "anna discarded by her session's user")
+    finally:
+        close_all(alice, anna, bob)
+
+
+# -- Security -------------------------------------------------------------------------------
+
+def test_allowed_hosts_only_rejects_foreign_origin(site):
+    for origin in ("http://evil.example", None):
+        with pytest.raises(InvalidStatus) as info:
+            ws(site, "/secure/", "alice", origin=origin)
+        assert info.value.response.status_code == 403
+    client = ws(site, "/secure/", "alice", origin=f"http://127.0.0.1:{site.port}")
+    try:
+        client.send("allowed")
+        assert recv(client) == "allowed"
+    finally:
+        close_all(client)
+
+
+# -- Routing --------------------------------------------------------------------------------
+
+def test_include_with_path_passes_named_groups_as_kwargs(site):
+    first = ws(site, "/chat/kitchen/")
+    second = ws(site, "/chat/kitchen/", "bob")
+    try:
+        wait_for(lambda: group_size(site, "chat-kitchen") == 2, 5, "two in chat-kitchen")
+        # Nothing routes websocket.receive under /chat: the default consumer ignores it.
+        first.send("ignored")
+        assert silent(first, 0.3)
+        second.close()
+        wait_for(lambda: group_size(site, "chat-kitchen") == 1, 5, "chat_disconnect discarded one")
+    finally:
+        close_all(first, second)
+    wait_for(lambda: group_size(site, "chat-kitchen") == 0, 5, "chat_disconnect discarded both")
+
+
+def test_route_on_method_and_path(site):
+    assert request(site.port, "POST", "/poll/", b"x=1") == (200, b"polled POST")
+    # Other methods fall through to the views (no URL there).
+    assert request(site.port, "GET", "/poll/")[0] == 404
+
+
+# -- Models ---------------------------------------------------------------------------------
+
+def test_messages_go_through_chat_messages_and_are_saved(site):
+    clients = [ws(site, "/garden/") for _ in range(2)]
+    try:
+        wait_for(lambda: group_size(site, "chat-garden") == 2, 5, "two in chat-garden")
+        clients[0].send("first line")
+        clients[1].send("second line")
+        for client in clients:
+            got = {recv(client), recv(client)}
+            assert got == {"first line", "second line"}
+        assert sorted(rows(site.database, "garden")) == ["first line", "second line"]
+    finally:
+        close_all(*clients)
+
+
+def test_channel_send_from_outside_a_consumer_reaches_msg_consumer(site):
+    client = ws(site, "/porch/")
+    try:
+        wait_for(lambda: group_size(site, "chat-porch") == 1, 5, "member of chat-porch")
+        shell(site.project_env,
+              "from channels import Channel; Channel('chat-messages').send({'room': 'porch', 'message': 'from cron'})")
+        assert recv(client) == "from cron"
+        assert rows(site.database, "porch") == ["from cron"]
+    finally:
+        close_all(client)
+
+
+# -- Enforcing Ordering ---------------------------------------------------------------------
+
+def test_enforce_ordering_counts_frames_in_order(site):
+    client = ws(site, "/ordering/", "alice")
+    try:
+        for index in range(20):
+            client.send(f"m{index}")
+        got = [recv(client, 10) for _ in range(20)]
+        assert got == [f"{index + 1}: m{index}" for index in range(20)]
+    finally:
+        close_all(client)
