@@ -308,3 +308,78 @@ def test_enforce_ordering_counts_frames_in_order(site):
         assert got == [f"{index + 1}: m{index}" for index in range(20)]
     finally:
         close_all(client)
+
+
+# -- Running with Channels: runserver --noworker + runworker -v 2 -------------------------
+
+class _Site:
+    """What the helpers above need of a site: port, url(), sessions, segment, database."""
+
+    def __init__(self, port, env, sessions):
+        self.port = port
+        self.segment = env["SHMCHANNELS_TEST_SEGMENT"]
+        self.database = env["SHMCHANNELS_TEST_DB"]
+        self.sessions = sessions
+
+    def url(self, path):
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+def test_runserver_noworker_with_runworker_verbose(tmp_path):
+    segment = f"shmc-tut-{os.getpid()}-{secrets.token_hex(3)}"
+    env = project_env(segment, str(tmp_path / "db.sqlite3"))
+    started = []
+    try:
+        manage(env, "migrate", "--noinput", "-v", "0")
+        site = _Site(free_port(), env, login_users(env))
+        server = ManageCommand("runserver", [f"127.0.0.1:{site.port}", "--noworker", "--noreload"], env)
+        started.append(server)
+        worker = ManageCommand("runworker", ["-v", "2"], env)
+        started.append(worker)
+
+        def serves():
+            try:
+                return http_get(site.port, "/consumer/smoke", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(serves, 30, lambda: f"runserver + runworker (logs:\n{server.log()[-2000:]}\n{worker.log()[-2000:]})")
+        assert "interface only" in server.log()
+        assert http_get(site.port, "/consumer/smoke") == (200, b"Hello world! You asked for /consumer/smoke")
+        echo = ws(site, "/echo/")
+        room = ws(site, "/smoke/")
+        ordered = ws(site, "/ordering/", "anna")
+        try:
+            echo.send("round trip")
+            assert recv(echo) == "round trip"
+            room.send("saved")
+            assert recv(room) == "saved"
+            assert rows(site.database, "smoke") == ["saved"]
+            for index in range(5):
+                ordered.send(f"o{index}")
+            assert [recv(ordered) for _ in range(5)] == [f"{index + 1}: o{index}" for index in range(5)]
+        finally:
+            close_all(echo, room, ordered)
+        # -v 2: one line per message: channel -> consumer duration.
+        expected = [
+            ("http.request", "tests.djangoproject.tutorial.http_consumer"),
+            ("websocket.receive", "tests.djangoproject.tutorial.echo_ws_message"),
+            ("websocket.connect", "tests.djangoproject.tutorial.models_ws_connect"),
+            ("websocket.receive", "tests.djangoproject.tutorial.models_ws_message"),
+            ("chat-messages", "tests.djangoproject.tutorial.msg_consumer"),
+            ("websocket.receive", "tests.djangoproject.tutorial.ordering_ws_message"),
+        ]
+        import re
+
+        def logged():
+            log = worker.log()
+            return all(re.search(rf"{re.escape(channel)} -> {re.escape(consumer)} \d+\.\dms", log)
+                       for channel, consumer in expected)
+
+        wait_for(logged, 5, lambda: f"-v 2 lines for {expected} in:\n{worker.log()[-3000:]}")
+        assert worker.stop() == 0
+        assert server.stop() == 0
+    finally:
+        for command in reversed(started):
+            command.stop()
+        remove_segment(segment)
