@@ -42,12 +42,27 @@ def ensure_peers() -> Path:
     return PEERS / "bin"
 
 
+def peer_root() -> Path:
+    """A directory holding only a ``bench`` link: the peers' import root.
+
+    With the repository itself on PYTHONPATH our Channels 1.x ``channels`` package would
+    shadow the peers' Channels 4 (daphne then fails to import ``channels.generic.websocket``).
+    """
+    root = ROOT / ".bench" / "peer-root"
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / "bench"
+    if not link.exists():
+        link.symlink_to(ROOT / "bench", target_is_directory=True)
+    return root
+
+
 @contextlib.contextmanager
-def process(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | None = None) -> Iterator[subprocess.Popen]:
-    """Start ``cmd``, wait for ``ready_url``, and always stop it by pid (TERM, then KILL)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+def process(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | None = None,
+            root: Path = ROOT) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in ``root``, wait for ``ready_url``, and always stop it by pid (TERM, then KILL)."""
+    full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if ready_url:
             try:
@@ -111,7 +126,7 @@ def measure_servers() -> dict[str, dict[str, object]]:
             row: dict[str, object] = {}
             print(f"   measuring {name}", file=sys.stderr, flush=True)
             try:
-                with process(cmd, env, ready_url=f"http://{base}/"):
+                with process(cmd, env, ready_url=f"http://{base}/", root=ROOT if name == "shmchannels" else peer_root()):
                     row["http"] = _load.run_wrk(f"http://{base}/", seconds=HTTP_SECONDS)
                     if websockets_too:
                         for clients, count in ECHO_PLAN:
