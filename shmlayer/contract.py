@@ -133,6 +133,38 @@ def _check_value(value: object, path: str) -> None:
         )
 
 
+#: Exact types a message may hold at any depth without further checks.
+_PLAIN_SCALARS = frozenset((str, bytes, float, bool, type(None)))
+_I64 = 2**63
+
+
+def _plain(value: object) -> bool:
+    """True if ``value`` is built only from exact plain types (the common case).
+
+    A fast path for :func:`_check_value`: it builds no error paths and calls no
+    isinstance chains. Anything unusual (subclasses, huge ints, bad keys) returns False
+    and the full check then accepts it or raises with the path of the bad value.
+    """
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is int:
+        return -_I64 <= value < _I64  # type: ignore[operator]
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            if type(item) not in _PLAIN_SCALARS and not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in _PLAIN_SCALARS and not _plain(item):
+                return False
+        return True
+    return False
+
+
 def validate_message(message: object) -> Mapping[str, Any]:
     """Check that ``message`` is an ASGI message (asgi1.md §3) and return it.
 
@@ -144,7 +176,8 @@ def validate_message(message: object) -> Mapping[str, Any]:
         raise TypeError(f"Message must be a dict, not {type(message).__name__}")
     if ASGI_CHANNEL_KEY in message:
         raise TypeError(f"Message key {ASGI_CHANNEL_KEY!r} is reserved for the layer")
-    _check_value(message, "message")
+    if not _plain(message):
+        _check_value(message, "message")
     return message
 
 
