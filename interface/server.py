@@ -486,6 +486,7 @@ class InterfaceServer:
     async def _receive_loop(self) -> None:
         layer = self.layer
         channels = [self.prefix]
+        batch = getattr(layer, "receive_batch", None)
         while True:
             try:
                 channel, message = await layer.receive_async(channels, timeout=1.0)
@@ -499,6 +500,14 @@ class InterfaceServer:
                 continue
             self._dispatch(channel, message)
             # Take what else is already there before awaiting again (bursts, broadcasts).
+            if batch is not None:
+                # The shm layer takes them all in one lock round.
+                try:
+                    for channel, message in batch(channels, 64):
+                        self._dispatch(channel, message)
+                except Exception:
+                    log.exception("receiving from the layer failed")
+                continue
             for _ in range(64):
                 try:
                     channel, message = layer.receive(channels, block=False)
