@@ -19,3 +19,13 @@ class ChannelsConfig(AppConfig):
         # Importing the module connects pending_message_store to consumer_started /
         # consumer_finished, so held sends work whoever sends the signals.
         from . import message  # noqa: F401
+
+        # django.contrib.staticfiles ships its own runserver; when it is listed before
+        # "channels" in INSTALLED_APPS, Django picks it. Re-basing it on our command
+        # keeps its static-file options while serving through shmchannels (Channels 1.x
+        # did the same).
+        from django.contrib.staticfiles.management.commands import runserver as static_runserver
+
+        from .management.commands.runserver import Command as ChannelsRunserver
+
+        static_runserver.Command.__bases__ = (ChannelsRunserver,)

@@ -59,6 +59,7 @@ __all__ = [
     "InvalidChannelLayerError",
     "channel_layers",
     "get_channel_layer",
+    "layer_from_config",
 ]
 
 SHM_BACKEND = "shmlayer.ShmChannelLayer"
@@ -116,8 +117,15 @@ def _with_default_capacities(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "channel_capacity": merged}
 
 
-def _build_layer(alias: str, config: Any) -> tuple[Any, Any]:
-    """Instantiate the layer of one CHANNEL_LAYERS entry; returns (layer, routing)."""
+def layer_from_config(alias: str, config: Any) -> tuple[Any, Any]:
+    """Instantiate the layer of one CHANNEL_LAYERS entry; returns (layer, routing).
+
+    Public so that the master builds exactly the layer its workers will (same segment
+    name, size and merged capacities) without setting Django up.
+
+    Raises:
+        InvalidChannelLayerError: a bad BACKEND path, CONFIG or entry.
+    """
     if not isinstance(config, dict):
         raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{alias!r}] must be a dict, not {type(config).__name__}")
     backend = config.get("BACKEND")
@@ -234,7 +242,7 @@ class ChannelLayerManager:
         if alias not in configs:
             known = ", ".join(sorted(map(repr, configs))) or "none"
             raise InvalidChannelLayerError(f"No channel layer {alias!r} in CHANNEL_LAYERS (configured: {known})")
-        layer, routing = _build_layer(alias, configs[alias])
+        layer, routing = layer_from_config(alias, configs[alias])
         return ChannelLayerWrapper(layer, alias, routing)
 
     def __getitem__(self, alias: str) -> ChannelLayerWrapper:

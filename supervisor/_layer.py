@@ -2,7 +2,7 @@
 
 The master never runs ``django.setup()``: it imports the settings module with importlib,
 reads ``CHANNEL_LAYERS[alias]`` and builds the layer with the same code the workers use
-(``channels.asgi._build_layer``), so the segment name, size and capacities are
+(``channels.asgi.layer_from_config``), so the segment name, size and capacities are
 identical in every process. That code reads no Django setting and imports no app.
 
 The master needs the layer for two things: create the shm segment before forking (and
@@ -96,11 +96,11 @@ def build_layer(settings_module: str | None, alias: str) -> Any:
     """
     entry = layer_entry(settings_module, alias)
     try:
-        from channels.asgi import _build_layer
+        from channels.asgi import layer_from_config
     except ImportError as exc:
         raise LayerError(f"cannot load the channels package: {exc}") from None
     try:
-        layer, _routing = _build_layer(alias, entry)
+        layer, _routing = layer_from_config(alias, entry)
     except Exception as exc:
         raise LayerError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if getattr(layer, "process_local", False) or type(layer).__name__ == "InMemoryChannelLayer":
