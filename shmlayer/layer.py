@@ -49,6 +49,7 @@ _EPOCH_CHECK_INTERVAL = 1.0
 SPIN_TIME = 100e-6
 _SENT_Q = L.H["n_sent"] >> 3
 _monotonic = time.monotonic
+_yield = os.sched_yield
 _log = logging.getLogger("shmlayer")
 #: The keys asgi1.md §1 allows in global_statistics()/channel_statistics(); stats() has more.
 _SPEC_STATISTICS = ("messages_count", "messages_pending", "messages_max_age", "channel_full_count")
@@ -363,6 +364,8 @@ class ShmChannelLayer(BaseChannelLayer):
         if not targets or limit < 1:
             return []
         store = self._current()
+        if not store.maybe_pending(targets):
+            return []  # nothing queued: skip the lock round
         seg = store.segment
         found = []
         seg.acquire()
@@ -406,7 +409,9 @@ class ShmChannelLayer(BaseChannelLayer):
         store = self._current()
         if not block:
             return self._decode(self._receive_once(store, targets, None))
-        found = self._receive_once(store, targets, None)  # fast path: no waiter, no syscalls
+        found = None
+        if store.maybe_pending(targets):  # fast path: no waiter, no syscalls
+            found = self._receive_once(store, targets, None)
         if found is None:
             found = self._spin(store, targets)
         if found is not None:
@@ -431,17 +436,21 @@ class ShmChannelLayer(BaseChannelLayer):
 
         A stream of messages then costs no sleep/wake-up per message; an idle receiver
         spends at most SPIN_TIME of CPU per (≈ 1 s) blocking call. Reading the counter
-        without the lock is safe: it is one aligned u64 that only ever grows.
+        without the lock is safe: it is one aligned u64 that only ever grows. Sends to
+        other channels (replies, other workers' traffic) also move it: the lock-free
+        ``maybe_pending`` hint keeps those from costing a lock round each.
         """
         u64 = store.u64
         sent = u64[_SENT_Q]
         end = _monotonic() + SPIN_TIME
         while _monotonic() < end:
+            _yield()  # the sender may be waiting for this very core (2 cores, many processes)
             if u64[_SENT_Q] != sent:
-                found = self._receive_once(store, targets, None)
-                if found is not None:
-                    return found
                 sent = u64[_SENT_Q]
+                if store.maybe_pending(targets):
+                    found = self._receive_once(store, targets, None)
+                    if found is not None:
+                        return found
         return None
 
     async def receive_async(self, channels: Iterable[str], timeout: float | None = None) -> tuple[str | None, dict[str, Any] | None]:

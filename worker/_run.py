@@ -15,6 +15,7 @@ master sees a child that died without booting.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -162,6 +163,10 @@ def run_worker(
 
             traceback.print_exc()
         return EXIT_BOOT_FAILED
+    # Django, the routing and the layer are loaded for good: take them out of the
+    # collector's reach so full collections only walk what messages allocate (shorter
+    # pauses, fewer slow responses at the tail).
+    gc.freeze()
     if booted is not None:
         booted()
     try:
