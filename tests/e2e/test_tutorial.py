@@ -49,7 +49,7 @@ print("KEYS=" + json.dumps(keys))
 
 def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
     """Run ``python -m django <args>`` for the test project; returns its stdout."""
-    full_env = {**os.environ, **env, "PYTHONPATH": ROOT}
+    full_env = {**os.environ, "PYTHONPATH": ROOT, **env}
     full_env.pop("SHMCHANNELS_CMD_ARGS", None)
     result = subprocess.run([sys.executable, "-m", "django", *args], cwd=ROOT, env=full_env,
                             capture_output=True, text=True, timeout=timeout)
@@ -203,10 +203,11 @@ def test_channel_session_keeps_username_from_query_and_room_from_path(site):
 
 
 def test_channel_session_without_username_is_closed(site):
-    client = ws(site, "/rooms/lobby/")
+    client = ws(site, "/rooms/lobby/")  # accepted first, as the page does, then {"close": True}
     try:
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as info:
             recv(client)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1000
     finally:
         close_all(client)
 
@@ -229,6 +230,19 @@ def test_session_user_from_http_groups_by_username_initial(site):
         wait_for(lambda: group_size(site, "chat-a") == 1, 5, "anna discarded by her session's user")
     finally:
         close_all(alice, anna, bob)
+
+
+def test_session_key_in_the_query_string_instead_of_the_cookie(site):
+    # "provide the Django session ID as part of the URL" (WebSockets on another domain).
+    anna = ws(site, f"/auth/?session_key={site.sessions['anna']}")
+    alice = ws(site, "/auth/", "alice")
+    try:
+        wait_for(lambda: group_size(site, "chat-a") == 2, 5, "anna grouped by her session key")
+        anna.send("via session_key")
+        assert recv(alice) == "via session_key" and recv(anna) == "via session_key"
+    finally:
+        close_all(anna, alice)
+    wait_for(lambda: group_size(site, "chat-a") == 0, 5, "both discarded")
 
 
 # -- Security -------------------------------------------------------------------------------
