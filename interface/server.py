@@ -489,6 +489,11 @@ class InterfaceServer:
         channels = [self.prefix]
         batch = getattr(layer, "receive_batch", None)
         while True:
+            if batch is not None and self._take_batch(batch, channels):
+                # Let the sockets' events run, then look again before arming a waiter:
+                # while replies keep coming, nobody has to wake this process up.
+                await asyncio.sleep(0)
+                continue
             try:
                 channel, message = await layer.receive_async(channels, timeout=1.0)
             except asyncio.CancelledError:
@@ -500,15 +505,9 @@ class InterfaceServer:
             if channel is None:
                 continue
             self._dispatch(channel, message)
-            # Take what else is already there before awaiting again (bursts, broadcasts).
             if batch is not None:
-                # The shm layer takes them all in one lock round.
-                try:
-                    for channel, message in batch(channels, 64):
-                        self._dispatch(channel, message)
-                except Exception:
-                    log.exception("receiving from the layer failed")
-                continue
+                continue  # the next turn drains the rest in one lock round
+            # Take what else is already there before awaiting again (bursts, broadcasts).
             for _ in range(64):
                 try:
                     channel, message = layer.receive(channels, block=False)
@@ -518,6 +517,17 @@ class InterfaceServer:
                 if channel is None:
                     break
                 self._dispatch(channel, message)
+
+    def _take_batch(self, batch: Callable[..., Any], channels: list[str]) -> bool:
+        """Dispatch what ``batch`` (the shm layer's ``receive_batch``) finds; True if any."""
+        try:
+            found = batch(channels, 64)
+        except Exception:
+            log.exception("receiving from the layer failed")
+            return False
+        for channel, message in found:
+            self._dispatch(channel, message)
+        return bool(found)
 
     def _dispatch(self, channel: str, message: dict[str, Any]) -> None:
         local = channel[len(self.prefix):]
