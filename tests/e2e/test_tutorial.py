@@ -339,6 +339,24 @@ class _Site:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
+def smoke(site):
+    """Echo, Models (row saved) and Enforcing Ordering with a logged-in user, on ``site``."""
+    echo = ws(site, "/echo/")
+    room = ws(site, "/smoke/")
+    ordered = ws(site, "/ordering/", "anna")
+    try:
+        echo.send("round trip")
+        assert recv(echo) == "round trip"
+        room.send("saved")
+        assert recv(room) == "saved"
+        assert rows(site.database, "smoke") == ["saved"]
+        for index in range(5):
+            ordered.send(f"o{index}")
+        assert [recv(ordered) for _ in range(5)] == [f"{index + 1}: o{index}" for index in range(5)]
+    finally:
+        close_all(echo, room, ordered)
+
+
 def test_runserver_noworker_with_runworker_verbose(tmp_path):
     segment = f"shmc-tut-{os.getpid()}-{secrets.token_hex(3)}"
     env = project_env(segment, str(tmp_path / "db.sqlite3"))
@@ -360,20 +378,7 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
         wait_for(serves, 30, lambda: f"runserver + runworker (logs:\n{server.log()[-2000:]}\n{worker.log()[-2000:]})")
         assert "interface only" in server.log()
         assert http_get(site.port, "/consumer/smoke") == (200, b"Hello world! You asked for /consumer/smoke")
-        echo = ws(site, "/echo/")
-        room = ws(site, "/smoke/")
-        ordered = ws(site, "/ordering/", "anna")
-        try:
-            echo.send("round trip")
-            assert recv(echo) == "round trip"
-            room.send("saved")
-            assert recv(room) == "saved"
-            assert rows(site.database, "smoke") == ["saved"]
-            for index in range(5):
-                ordered.send(f"o{index}")
-            assert [recv(ordered) for _ in range(5)] == [f"{index + 1}: o{index}" for index in range(5)]
-        finally:
-            close_all(echo, room, ordered)
+        smoke(site)
         # -v 2: one line per message: channel -> consumer duration.
         expected = [
             ("http.request", "tests.djangoproject.tutorial.http_consumer"),
@@ -397,3 +402,43 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
         for command in reversed(started):
             command.stop()
         remove_segment(segment)
+
+
+def test_runserver_with_the_pages_in_memory_layer(tmp_path):
+    """The page's first settings (``asgiref.inmemory.ChannelLayer``): plain ``runserver``."""
+    env = {"DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
+           "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3")}
+    manage(env, "migrate", "--noinput", "-v", "0")
+    site = _Site(free_port(), {**env, "SHMCHANNELS_TEST_SEGMENT": "unused"}, login_users(env))
+    server = ManageCommand("runserver", [f"127.0.0.1:{site.port}", "--noreload"], env)
+    try:
+        def serves():
+            try:
+                return http_get(site.port, "/consumer/mem", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(serves, 30, lambda: f"runserver (log:\n{server.log()[-2000:]})")
+        assert "InMemoryChannelLayer); in-process" in server.log()
+        assert http_get(site.port, "/consumer/mem") == (200, b"Hello world! You asked for /consumer/mem")
+        assert http_get(site.port, "/hello/") == (200, b"Hello world! You asked for /hello/")
+        smoke(site)
+        alice = ws(site, "/auth/", "alice")
+        anna = ws(site, "/auth/", "anna")
+        try:
+            # The connect consumers accept before they add to the group (as on the page), and
+            # this layer cannot be asked who is in a group: say it until anna hears it.
+            for attempt in range(20):
+                alice.send(f"cookies transfer your auth over {attempt}")
+                try:
+                    assert recv(anna, 0.25).startswith("cookies transfer your auth over")
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError("anna never heard alice")
+        finally:
+            close_all(alice, anna)
+        assert server.stop() == 0
+    finally:
+        server.stop()
