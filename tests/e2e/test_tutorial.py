@@ -149,6 +149,15 @@ def test_http_consumer_answers_through_encode_response(site):
     assert http_get(site.port, "/nowhere/")[0] == 404
 
 
+STATIC_TEXT = b"static file served by the workers in DEBUG (tests/e2e/test_tutorial.py)\n"
+
+
+def test_debug_static_files_served_by_the_workers(site):
+    # "If Django is in debug mode (DEBUG=True), then runworker will serve static files".
+    assert http_get(site.port, "/static/chatapp/tutorial.txt") == (200, STATIC_TEXT)
+    assert http_get(site.port, "/static/chatapp/missing.txt")[0] == 404
+
+
 def test_echo_ws_message(site):
     client = ws(site, "/echo/")
     try:
@@ -379,6 +388,7 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
         assert "interface only" in server.log()
         assert http_get(site.port, "/consumer/smoke") == (200, b"Hello world! You asked for /consumer/smoke")
         smoke(site)
+        assert http_get(site.port, "/static/chatapp/tutorial.txt") == (200, STATIC_TEXT)
         # -v 2: one line per message: channel -> consumer duration.
         expected = [
             ("http.request", "tests.djangoproject.tutorial.http_consumer"),
