@@ -28,7 +28,7 @@ from django.http import HttpResponse
 from channels import Channel, Group
 from channels.auth import channel_session_user, channel_session_user_from_http
 from channels.handler import AsgiHandler
-from channels.routing import connect_consumer, include, route
+from channels.routing import connect_consumer, include, null_consumer, route
 from channels.security.websockets import allowed_hosts_only
 from channels.sessions import channel_session, enforce_ordering
 
@@ -282,6 +282,8 @@ channel_routing = [
     include(http_routing),
     route("websocket.connect", connect_consumer, path=r"^/echo/$"),  # the default accept
     route("websocket.receive", echo_ws_message, path=r"^/echo/$"),
+    # The default no-op, routed here so the Models catch-all below does not take it.
+    route("websocket.disconnect", null_consumer, path=r"^/echo/$"),
     include(_section(groups_ws_add, groups_ws_message, groups_ws_disconnect), path=r"^/groups/$"),
     include(persist_routing, path=r"^/rooms"),
     include(_section(auth_ws_add, auth_ws_message, auth_ws_disconnect), path=r"^/auth/$"),
