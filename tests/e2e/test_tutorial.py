@@ -333,6 +333,18 @@ def test_enforce_ordering_counts_frames_in_order(site):
         close_all(client)
 
 
+def test_no_consumer_failed_on_the_way(site):
+    # Runs last on this master: every socket above connected, chatted and disconnected
+    # without a consumer error (e.g. a disconnect routed to the wrong section).
+    # One exception, the page's own: a handshake that allowed_hosts_only rejected still
+    # produces websocket.disconnect (as daphne did, asgi1.md §8), and the Security section's
+    # disconnect consumer reads username[0] of the anonymous user -> IndexError, twice.
+    time.sleep(0.5)  # the last disconnects
+    errors = [line for line in site.log().splitlines() if "Error processing a message" in line]
+    rejected = "on websocket.disconnect with consumer tests.djangoproject.tutorial.auth_ws_disconnect"
+    assert len(errors) == 2 and all(rejected in line for line in errors), site.log()[-4000:]
+
+
 # -- Running with Channels: runserver --noworker + runworker -v 2 -------------------------
 
 class _Site:
