@@ -187,6 +187,23 @@ def test_group_chat_add_send_discard(site):
     wait_for(lambda: group_size(site, "chat") == 0, 5, "every client discarded")
 
 
+def test_dropped_client_is_discarded_from_the_group(site):
+    # No close frame: the socket just goes away (code 1006 in websocket.disconnect).
+    stays, drops = ws(site, "/groups/"), ws(site, "/groups/")
+    try:
+        wait_for(lambda: group_size(site, "chat") == 2, 5, "2 members in group chat")
+        import socket as sockets
+
+        drops.socket.shutdown(sockets.SHUT_RDWR)
+        drops.socket.close()
+        wait_for(lambda: group_size(site, "chat") == 1, 5, "the dropped client discarded")
+        stays.send("still here")
+        assert recv(stays) == "[user] still here"
+    finally:
+        close_all(stays, drops)
+    wait_for(lambda: group_size(site, "chat") == 0, 5, "every client discarded")
+
+
 # -- Persisting Data ------------------------------------------------------------------------
 
 def test_channel_session_keeps_username_from_query_and_room_from_path(site):
@@ -313,8 +330,10 @@ def test_channel_send_from_outside_a_consumer_reaches_msg_consumer(site):
     try:
         wait_for(lambda: group_size(site, "chat-porch") == 1, 5, "member of chat-porch")
         shell(site.project_env,
-              "from channels import Channel; Channel('chat-messages').send({'room': 'porch', 'message': 'from cron'})")
-        assert recv(client) == "from cron"
+              "from channels import Channel, Group; "
+              "Channel('chat-messages').send({'room': 'porch', 'message': 'from cron'}); "
+              "Group('chat-porch').send({'text': 'straight to the group'})")
+        assert {recv(client), recv(client)} == {"from cron", "straight to the group"}
         assert rows(site.database, "porch") == ["from cron"]
     finally:
         close_all(client)
