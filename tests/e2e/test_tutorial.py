@@ -12,10 +12,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -192,9 +195,7 @@ def test_dropped_client_is_discarded_from_the_group(site):
     stays, drops = ws(site, "/groups/"), ws(site, "/groups/")
     try:
         wait_for(lambda: group_size(site, "chat") == 2, 5, "2 members in group chat")
-        import socket as sockets
-
-        drops.socket.shutdown(sockets.SHUT_RDWR)
+        drops.socket.shutdown(socket.SHUT_RDWR)
         drops.socket.close()
         wait_for(lambda: group_size(site, "chat") == 1, 5, "the dropped client discarded")
         stays.send("still here")
@@ -366,6 +367,20 @@ def test_no_consumer_failed_on_the_way(site):
 
 # -- Running with Channels: runserver --noworker + runworker -v 2 -------------------------
 
+class DjangoAdmin(ManageCommand):
+    """``python -m django <command> <args>``: what ``manage.py <command>`` runs, with the
+    command Django itself picks (staticfiles' runserver comes first in INSTALLED_APPS)."""
+
+    def __init__(self, command, args, env):  # noqa: D107 - same contract as ManageCommand
+        self.log_path = os.path.join(tempfile.gettempdir(), f"shmc-{command}-{os.getpid()}-{secrets.token_hex(3)}.log")
+        self._log = open(self.log_path, "wb")
+        full_env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", **env}
+        full_env.pop("SHMCHANNELS_CMD_ARGS", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "django", command, *args], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.seen = set()
+
+
 class _Site:
     """What the helpers above need of a site: port, url(), sessions, segment, database."""
 
@@ -404,9 +419,9 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
     try:
         manage(env, "migrate", "--noinput", "-v", "0")
         site = _Site(free_port(), env, login_users(env))
-        server = ManageCommand("runserver", [f"127.0.0.1:{site.port}", "--noworker", "--noreload"], env)
+        server = DjangoAdmin("runserver", [f"127.0.0.1:{site.port}", "--noworker", "--noreload"], env)
         started.append(server)
-        worker = ManageCommand("runworker", ["-v", "2"], env)
+        worker = DjangoAdmin("runworker", ["-v", "2"], env)
         started.append(worker)
 
         def serves():
@@ -429,8 +444,6 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
             ("chat-messages", "tests.djangoproject.tutorial.msg_consumer"),
             ("websocket.receive", "tests.djangoproject.tutorial.ordering_ws_message"),
         ]
-        import re
-
         def logged():
             log = worker.log()
             return all(re.search(rf"{re.escape(channel)} -> {re.escape(consumer)} \d+\.\dms", log)
@@ -451,7 +464,7 @@ def test_runserver_with_the_pages_in_memory_layer(tmp_path):
            "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3")}
     manage(env, "migrate", "--noinput", "-v", "0")
     site = _Site(free_port(), {**env, "SHMCHANNELS_TEST_SEGMENT": "unused"}, login_users(env))
-    server = ManageCommand("runserver", [f"127.0.0.1:{site.port}", "--noreload"], env)
+    server = DjangoAdmin("runserver", [f"127.0.0.1:{site.port}", "--noreload"], env)
     try:
         def serves():
             try:

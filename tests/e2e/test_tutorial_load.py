@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -57,8 +58,6 @@ def site(tmp_path_factory):
     }
     # Every process of the project (run from ROOT) derives this name; computed the same way.
     code = "from shmlayer._segment import default_segment_name; print(default_segment_name())"
-    import subprocess
-
     segment = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30,
                              env={**os.environ, **env}).stdout.strip()
     assert segment.startswith("shmchannels-")
