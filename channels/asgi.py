@@ -30,8 +30,9 @@ an empty routing (HTTP goes to Django views, WebSockets are accepted).
 Default capacities: the shared request channels are where a burst lands first, so unless
 the user names them in ``channel_capacity`` the loader sets
 ``http.request: 200, websocket.connect: 200, websocket.receive: 500,
-websocket.disconnect: 500`` and ``__wait__.*: 500`` (enforce_ordering's per-socket wait
-channels) (:data:`DEFAULT_CHANNEL_CAPACITY`). The user's entries come
+websocket.disconnect: 500``, ``__wait__.*: 500`` (enforce_ordering's per-socket wait
+channels) and ``*!*: 500`` (reply channels, so a broadcast burst does not skip a socket
+that is merely behind) (:data:`DEFAULT_CHANNEL_CAPACITY`). The user's entries come
 first and so win (first match wins). The numbers let 50 clients chat at once, or one client
 send 50 frames back to back under ``enforce_ordering``, without an interface answering
 503 / closing 1013.
@@ -82,6 +83,10 @@ DEFAULT_CHANNEL_CAPACITY = {
     # enforce_ordering's per-socket wait channels: room for a whole receive burst of one
     # socket, so only a truly stuck socket is closed (1011) for a full wait channel.
     "__wait__.*": 500,
+    # Reply channels (``interface.<id>!<conn>``, one per connection): a group broadcast
+    # burst queues up to this many copies for one socket before a slow socket starts
+    # missing them (each miss counted). Queues hold no memory until used.
+    "*!*": 500,
 }
 
 _MIB = 1024 * 1024
