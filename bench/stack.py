@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import _load
@@ -102,6 +103,33 @@ def redis_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds used so far by every live process of group ``pgid``.
+
+    Each server runs in its own session (``start_new_session``), so its group is the
+    whole server: master, interfaces, workers. Sampled around a load run, it gives CPU
+    per request, which a busy shared machine disturbs far less than requests/s.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # fields[2] is the process group (field 5 of stat)
+            total += int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+    return total / tick
+
+
+@dataclass
+class CpuCost:
+    us_per_request: float
+
+
 def measure_servers() -> dict[str, dict[str, object]]:
     """Start each server in turn and run the scenarios it supports."""
     peers = ensure_peers()
@@ -126,8 +154,12 @@ def measure_servers() -> dict[str, dict[str, object]]:
             row: dict[str, object] = {}
             print(f"   measuring {name}", file=sys.stderr, flush=True)
             try:
-                with process(cmd, env, ready_url=f"http://{base}/", root=ROOT if name == "shmchannels" else peer_root()):
-                    row["http"] = _load.run_wrk(f"http://{base}/", seconds=HTTP_SECONDS)
+                with process(cmd, env, ready_url=f"http://{base}/", root=ROOT if name == "shmchannels" else peer_root()) as proc:
+                    used = group_cpu_seconds(proc.pid)
+                    http = row["http"] = _load.run_wrk(f"http://{base}/", seconds=HTTP_SECONDS)
+                    used = group_cpu_seconds(proc.pid) - used
+                    served = http.rps * HTTP_SECONDS
+                    row["cpu"] = CpuCost(used / served * 1e6 if served else float("nan"))
                     if websockets_too:
                         for clients, count in ECHO_PLAN:
                             row[f"echo{clients}"] = _load.ws_echo(f"ws://{base}/echo/", clients, count)
@@ -153,7 +185,9 @@ def render(results: dict[str, dict[str, object]]) -> str:
     lines = ["## Whole stack: shmchannels vs gunicorn, daphne 4, uvicorn (Channels 4 + channels_redis)\n",
              f"HTTP: the same plain Django view, wrk 1 thread × 32 connections × {HTTP_SECONDS} s. "
              "WebSocket: one asyncio client process (the `websockets` library); echo = sequential round trips "
-             "per client; broadcast = one client sends, every client in the room must receive every message.\n"]
+             "per client; broadcast = one client sends, every client in the room must receive every message. "
+             "Server CPU per request = CPU time of all the server's processes during the wrk run ÷ requests "
+             "served: on a shared or busy machine it moves far less than requests/s.\n"]
     header = "| scenario | " + " | ".join(names) + " | shmchannels ÷ best peer |"
     lines += [header, "|" + "---|" * (len(names) + 2)]
 
@@ -177,6 +211,7 @@ def render(results: dict[str, dict[str, object]]) -> str:
     row("HTTP p50 ms", "http", "p50_ms", 2, False)
     row("HTTP p99 ms", "http", "p99_ms", 2, False)
     row("HTTP errors", "http", "errors")
+    row("HTTP server CPU µs per request", "cpu", "us_per_request", 0, False)
     for clients, _ in ECHO_PLAN:
         row(f"WS echo msgs/s, {clients} client(s)", f"echo{clients}", "msgs_per_s")
         row(f"WS echo p50 ms, {clients} client(s)", f"echo{clients}", "p50_ms", 2, False)
