@@ -13,7 +13,7 @@ add it to ``LAYER_FACTORIES`` (and, if its tests need a marker, to ``LAYER_MARKS
 A layer whose store other handles and processes can open (shm, Redis) also records a
 *peer spec* with :func:`register_peer`: ``(class path, constructor kwargs)`` that open the
 same store again. The ``peer_spec`` fixture hands it to the several-handles tests; layers
-without one (in-memory) skip those tests with a reason.
+without one (in-memory) are not parametrised into those tests.
 """
 
 from __future__ import annotations
@@ -147,10 +147,10 @@ def layer(make_layer: Callable[..., Any]) -> Any:
 
 @pytest.fixture
 def peer_spec(layer: Any, layer_name: str) -> tuple[str, dict[str, Any]]:
-    """How another handle or process opens ``layer``'s store; skips layers that cannot share."""
+    """How another handle or process opens ``layer``'s store (registered by its factory)."""
     spec = _peer_specs.get(id(layer))
     if spec is None:
-        pytest.skip(f"{layer_name}: no other handle or process can open this layer's store")
+        pytest.fail(f"{layer_name}: no peer spec registered (conftest.register_peer), so no second handle can open its store")
     return spec
 
 

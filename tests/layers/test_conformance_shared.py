@@ -1,7 +1,7 @@
 """The one conformance suite, part 3: several handles and processes on one store.
 
 Only for layers whose store another handle or process can open (``conftest.register_peer``:
-shm, Redis); the in-memory layer skips these with a reason. Peer processes run
+shm, Redis); the in-memory layer lives in one process, so these tests are not generated for it. Peer processes run
 ``tests/layers/_peer.py`` and are killed at teardown if a test leaves them running.
 """
 
@@ -17,12 +17,19 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.layers.conftest import LAYER_MARKS
 from tests.layers.helpers import drain, fill
 
 # ------------------------------------- several handles and processes on one store
-#
-# Only for layers whose store another handle can open (conftest.register_peer); the
-# in-memory layer skips these with a reason.
+
+#: Layers whose store a second handle or process opens (each registers a peer spec).
+SHARED_STORE_LAYERS = ("shm", "redis")
+
+
+@pytest.fixture(params=[pytest.param(name, marks=LAYER_MARKS.get(name, ()), id=name) for name in SHARED_STORE_LAYERS])
+def layer_name(request: pytest.FixtureRequest) -> str:
+    """Overrides conftest's: only the layers that can share their store."""
+    return str(request.param)
 
 ROOT = Path(__file__).resolve().parents[2]
 
