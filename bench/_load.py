@@ -6,15 +6,51 @@ Every loop here is bounded in count and time, and talks only to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | None = None,
+            root: Path = ROOT) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in ``root``, wait for ``ready_url``, and always stop it by pid (TERM, then KILL)."""
+    full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        if ready_url:
+            try:
+                wait_http(ready_url, timeout=40)
+            except RuntimeError:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace")[-3000:])
+                raise
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
 
 
 def free_port() -> int:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,39 +70,14 @@ def _ensure_uvicorn() -> None:
 
 
 @contextlib.contextmanager
-def _process(cmd: list[str], ready_url: str | None) -> Iterator[subprocess.Popen[bytes]]:
-    log = tempfile.TemporaryFile()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if ready_url:
-            try:
-                _load.wait_http(ready_url, timeout=30)
-            except RuntimeError:
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace")[-3000:])
-                raise
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
-
-
-@contextlib.contextmanager
 def _shmchannels(port: int) -> Iterator[None]:
     name = f"benchif{os.getpid()}"
     echo = [sys.executable, str(ROOT / "tools" / "echo_server.py")]
-    with _process([*echo, "0", "--layer", "shm", "--shm-name", name, "--role", "consumer",
-                   "--max-message-size", "1000000"], None):
+    with _load.serve([*echo, "0", "--layer", "shm", "--shm-name", name, "--role", "consumer",
+                         "--max-message-size", "1000000"]):
         time.sleep(0.3)
-        with _process([*echo, str(port), "--layer", "shm", "--shm-name", name, "--role", "interface",
-                       "--max-message-size", "1000000"], f"http://127.0.0.1:{port}/"):
+        with _load.serve([*echo, str(port), "--layer", "shm", "--shm-name", name, "--role", "interface",
+                             "--max-message-size", "1000000"], ready_url=f"http://127.0.0.1:{port}/"):
             yield
 
 
@@ -112,7 +85,7 @@ def _shmchannels(port: int) -> Iterator[None]:
 def _uvicorn(port: int) -> Iterator[None]:
     cmd = [sys.executable, "-m", "uvicorn", "--http", "h11", "--ws", "wsproto", "--port", str(port),
            "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log", "bench.interface:app"]
-    with _process(cmd, f"http://127.0.0.1:{port}/"):
+    with _load.serve(cmd, ready_url=f"http://127.0.0.1:{port}/"):
         yield
 
 

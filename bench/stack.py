@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,33 +54,6 @@ def peer_root() -> Path:
     if not link.exists():
         link.symlink_to(ROOT / "bench", target_is_directory=True)
     return root
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | None = None,
-            root: Path = ROOT) -> Iterator[subprocess.Popen]:
-    """Start ``cmd`` in ``root``, wait for ``ready_url``, and always stop it by pid (TERM, then KILL)."""
-    full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        if ready_url:
-            try:
-                _load.wait_http(ready_url, timeout=40)
-            except RuntimeError:
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace")[-3000:])
-                raise
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        log.close()
 
 
 @contextlib.contextmanager
@@ -154,7 +126,7 @@ def measure_servers() -> dict[str, dict[str, object]]:
             row: dict[str, object] = {}
             print(f"   measuring {name}", file=sys.stderr, flush=True)
             try:
-                with process(cmd, env, ready_url=f"http://{base}/", root=ROOT if name == "shmchannels" else peer_root()) as proc:
+                with _load.serve(cmd, env, ready_url=f"http://{base}/", root=ROOT if name == "shmchannels" else peer_root()) as proc:
                     used = group_cpu_seconds(proc.pid)
                     http = row["http"] = _load.run_wrk(f"http://{base}/", seconds=HTTP_SECONDS)
                     used = group_cpu_seconds(proc.pid) - used
