@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,14 +36,44 @@ async def echo_consumer(layer: object) -> None:
         await reply(layer, channel, message)
 
 
-async def reply(layer: object, channel: str, message: dict) -> None:
+def run_blocking_consumer(layer: object) -> int:
+    """The consumer role: a blocking receive loop, as a real worker process runs one.
+
+    Blocking receive spins briefly before sleeping, so a worker answering a stream of
+    messages is not woken from sleep for each of them (asyncio waiting always sleeps).
+    """
+    stopping = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    while not stopping:
+        channel, message = layer.receive(CHANNELS, block=True)  # type: ignore[attr-defined]
+        if channel is None:
+            continue
+        out = answer(channel, message)
+        while out is not None and not stopping:
+            try:
+                layer.send(message["reply_channel"], out)  # type: ignore[attr-defined]
+                break
+            except layer.ChannelFull:  # type: ignore[attr-defined]
+                time.sleep(0.005)
+    layer.close()  # type: ignore[attr-defined]
+    return 0
+
+
+def answer(channel: str, message: dict) -> dict | None:
+    """The echo application: the reply to one message, or None."""
     if channel == "http.request":
-        out = {"status": 200, "headers": [[b"content-type", b"text/plain"]], "content": b"ok"}
-    elif channel == "websocket.connect":
-        out = {"accept": True}
-    elif channel == "websocket.receive":
-        out = {"text": message["text"]} if message.get("text") is not None else {"bytes": message["bytes"]}
-    else:
+        return {"status": 200, "headers": [[b"content-type", b"text/plain"]], "content": b"ok"}
+    if channel == "websocket.connect":
+        return {"accept": True}
+    if channel == "websocket.receive":
+        return {"text": message["text"]} if message.get("text") is not None else {"bytes": message["bytes"]}
+    return None
+
+
+async def reply(layer: object, channel: str, message: dict) -> None:
+    out = answer(channel, message)
+    if out is None:
         return
     while True:
         try:
@@ -63,17 +94,6 @@ def make_layer(kind: str, max_message_size: int, shm_name: str | None = None) ->
 
 async def main_async(args: argparse.Namespace) -> int:
     layer = make_layer(args.layer, args.max_message_size + 65536, args.shm_name)
-    if args.role == "consumer":
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        tasks = [loop.create_task(echo_consumer(layer)) for _ in range(2)]
-        await stop.wait()
-        for task in tasks:
-            task.cancel()
-        layer.close()  # type: ignore[attr-defined]
-        return 0
     sock = socket.create_server(("127.0.0.1", args.port), backlog=2048, reuse_port=False)
     options = Options(websocket_max_message_size=args.max_message_size, access_log=args.access_log)
     server = InterfaceServer(layer, [sock], options)
@@ -98,6 +118,8 @@ def main() -> int:
     parser.add_argument("--shm-name", default=None, help="shm segment name shared by the two roles")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.role == "consumer":
+        return run_blocking_consumer(make_layer(args.layer, args.max_message_size + 65536, args.shm_name))
     return asyncio.run(main_async(args))
 
 
