@@ -4,8 +4,7 @@ Both serve the same trivial application: HTTP ``200 ok`` and a WebSocket echo.
 
 - shmchannels: one interface process (``tools/echo_server.py --role interface``) and one
   consumer process (``--role consumer``: a blocking receive loop, what a worker does minus
-  Django) on one
-  shared-memory layer; every message crosses the layer twice.
+  Django) on one shared-memory layer; every message crosses the layer twice.
 - uvicorn: one process, ``--http h11 --ws wsproto --workers 1``, running :func:`app`
   below (an ASGI 3 app answering in-process, no layer at all).
 
