@@ -498,6 +498,11 @@ class InterfaceServer:
                 channel, message = await layer.receive_async(channels, timeout=1.0)
             except asyncio.CancelledError:
                 raise
+            except ConnectionError as exc:
+                # A broker that is down (the Redis layer): one line a second, no traceback.
+                log.error("channel layer unreachable (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+                continue
             except Exception:
                 log.exception("receiving from the layer failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
@@ -563,9 +568,11 @@ class InterfaceServer:
             if check and hasattr(self.layer, "check_epoch"):
                 return int(self.layer.check_epoch())
             return int(self.layer.epoch) if hasattr(self.layer, "epoch") else None
+        except ConnectionError as exc:
+            log.error("reading the layer epoch failed: %s", exc)
         except Exception:
             log.exception("reading the layer epoch failed")
-            return None
+        return None
 
 
 def _running_in(loop: asyncio.AbstractEventLoop) -> bool:

@@ -244,6 +244,8 @@ class Worker:
             return
         try:
             check()
+        except ConnectionError as exc:
+            logger.error("Channel layer epoch check failed: %s", exc)
         except Exception:
             logger.exception("Channel layer epoch check failed")
 
@@ -281,6 +283,12 @@ class Worker:
             asked = time.monotonic()
             try:
                 channel, content = layer.receive(channels, block=True)
+            except ConnectionError as exc:
+                # A broker that is down (the Redis layer) is an operations problem, not a
+                # bug: one line a second, not a traceback a second.
+                logger.error("Channel layer unreachable (%s); retrying in 1 s", exc)
+                self._stopping.wait(1)
+                continue
             except Exception:
                 logger.exception("Receiving from the channel layer failed; retrying in 1 s")
                 self._stopping.wait(1)

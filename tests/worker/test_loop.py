@@ -270,3 +270,26 @@ def test_sys_exit_in_a_consumer_stops_the_worker_with_code_1():
     with running(wrapper, threads=2) as handle:
         wrapper.channel_layer.send("test.exit", {})
         assert handle.join(5) == 1
+
+
+def test_an_unreachable_redis_is_one_log_line_a_second_not_a_traceback(caplog):
+    # A real Redis layer pointed at a port nobody listens on: the broker is "down".
+    import socket
+
+    from channels.asgi import ChannelLayerWrapper
+    from channels.layers.redis import RedisChannelLayer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    layer = RedisChannelLayer(hosts=[("127.0.0.1", dead_port)], connect_timeout=0.2)
+    wrapper = ChannelLayerWrapper(layer, "default", [route("test.down", lambda message: None)])
+    try:
+        with caplog.at_level(logging.ERROR, logger="django.channels.worker"):
+            with running(wrapper):
+                wait_for(lambda: any("unreachable" in r.getMessage() for r in caplog.records))
+    finally:
+        layer.close()
+    down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert down and all(r.exc_info is None for r in down)
+    assert not [r for r in caplog.records if r.exc_info]
