@@ -33,6 +33,7 @@ setup(
             "hypothesis>=6.100",
             "websockets>=13",
             "selenium>=4.20",
+            "mypy>=1.10",
         ],
     },
     entry_points={

@@ -255,7 +255,7 @@ def websocket_receive(reply_channel: str, path: str, order: int, data: str | byt
         "path": path,
         "order": order,
         "text": data if is_text else None,
-        "bytes": None if is_text else bytes(data),
+        "bytes": None if is_text else bytes(data),  # type: ignore[arg-type]  # is_text narrows
     }
 
 

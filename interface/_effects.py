@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Sequence
 
 import h11
 
@@ -50,13 +50,13 @@ class AccessRecord:
     """One access-log line (daphne's format; written by the transport).
 
     Attributes:
-        client: peer address, or None.
+        client: peer address (``(host, port)`` or the scope's ``[host, port]``), or None.
         request: ``"GET /path"`` or ``"WSCONNECT /path"``.
         status: HTTP status, or None for WebSocket events.
         length: response body bytes, or None.
     """
 
-    client: tuple[str, int] | None
+    client: Sequence[Any] | None
     request: str
     status: int | None = None
     length: int | None = None

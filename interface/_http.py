@@ -472,7 +472,7 @@ class HTTPConnection:
             self._finish(reuse=False)
 
     def _finish(self, reuse: bool = True) -> None:
-        self._effects.append(AccessRecord(self._scope.client if self._scope else None,  # type: ignore[arg-type]
+        self._effects.append(AccessRecord(self._scope.client if self._scope else None,
                                           f"{self._method} {self._path}", self._status, self._sent_length))
         self._life.fire("finish")
         self._reset_request()

@@ -291,13 +291,13 @@ class WebSocketConnection:
             if kind is TextMessage or kind is BytesMessage:
                 if self._life.state is not WSState.OPEN:
                     continue
-                self._parts.append(event.data)  # type: ignore[union-attr]
-                self._part_size += len(event.data)  # type: ignore[union-attr]
+                self._parts.append(event.data)  # type: ignore[attr-defined]
+                self._part_size += len(event.data)  # type: ignore[attr-defined]
                 if self._part_size > self.options.websocket_max_message_size:
                     self._local_close(1009, notify=True)
                     self._parts.clear()
                     continue
-                if event.message_finished:  # type: ignore[union-attr]
+                if event.message_finished:  # type: ignore[attr-defined]
                     if kind is TextMessage:
                         data: str | bytes = "".join(self._parts)
                     else:
@@ -307,7 +307,7 @@ class WebSocketConnection:
                     self._forward(data)
             elif kind is Ping:
                 if self._ws.state is ConnectionState.OPEN:
-                    self._write(event.response())  # type: ignore[union-attr]
+                    self._write(event.response())  # type: ignore[attr-defined]
             elif kind is Pong:
                 pass
             elif kind is CloseConnection:
@@ -432,4 +432,4 @@ class WebSocketConnection:
             log.debug("cannot send %s on %s: %s", type(event).__name__, self.reply_channel, exc)
 
     def _access(self, verb: str) -> None:
-        self._effects.append(AccessRecord(self._client, f"{verb} {self.path}"))  # type: ignore[arg-type]
+        self._effects.append(AccessRecord(self._client, f"{verb} {self.path}"))

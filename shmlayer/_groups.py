@@ -8,14 +8,46 @@ linked lists: the members of its group (``send_group``) and the groups of its ch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import _layout as L
 from ._fields import *  # noqa: F403
 from ._fields import _MASK32
+
+if TYPE_CHECKING:
+    from ._heap import Heap
 
 
 class GroupTable:
     """Group operations; expects the attributes ``_store.Store`` sets up."""
 
+    if TYPE_CHECKING:
+        # Declared for the type checker only: ``_store.Store`` sets these up and defines
+        # the methods; nothing here exists at run time.
+        geometry: L.Geometry
+        u32: memoryview
+        u64: memoryview
+        f64: memoryview[float]
+        mv: memoryview
+        heap: Heap
+        cw: int
+        gw: int
+        gbw: int
+        gmask: int
+        mw: int
+        mbw: int
+        mmask: int
+        maybe_free: list[int]
+        _group_cache: dict[bytes, tuple[int, int]]
+
+        def chan_name(self, i: int) -> bytes: ...
+        def lookup_chan(self, name: bytes, h: int) -> int: ...
+        def chan_for(self, name: bytes, h: int, cap: int) -> int: ...
+        def _unchain(self, bucket_w: int, i: int, base: int, stride: int, next_w: int) -> None: ...
+        def sweep(self, now: float, budget: int) -> None: ...
+        def _alloc(self, data: bytes, now: float) -> int: ...
+        def _has_room(self, i: int, now: float) -> bool: ...
+        def _enqueue(self, i: int, block: int, now: float, expires: float) -> bool: ...
 
     def lookup_group(self, name: bytes, h: int) -> int:
         u32 = self.u32

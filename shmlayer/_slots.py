@@ -5,7 +5,7 @@ See ``_waiters`` for the process-side sockets and the no-lost-wake-up argument.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _layout as L
 from ._fields import *  # noqa: F403
@@ -14,6 +14,13 @@ from ._fields import *  # noqa: F403
 class WaiterSlots:
     """Waiter-slot operations; expects the attributes ``_store.Store`` sets up."""
 
+    if TYPE_CHECKING:
+        # Declared for the type checker only: ``_store.Store`` sets these up.
+        geometry: L.Geometry
+        u32: memoryview
+        ww: int
+        bww: int
+        wake: list[int]
 
     def _collect_waiters(self, bucket: int) -> None:
         """Disarm every armed waiter interested in ``bucket``; remember it for waking."""

@@ -139,10 +139,10 @@ def snapshot(store: Store, now: float) -> dict[str, Any]:
         if not u32[e + C_FLAGS] & 1:
             continue
         kind = (u32[e + C_FLAGS] >> 1) & 3
-        groups = 0
+        n_groups = 0
         m = u32[e + C_MHEAD]
-        while m and groups <= geo.n_members:
-            groups += 1
+        while m and n_groups <= geo.n_members:
+            n_groups += 1
             m = u32[store.mw + m * MW + M_CNEXT]
         channels.append({
             "name": store.chan_name(i).decode("ascii", "replace"),
@@ -153,9 +153,9 @@ def snapshot(store: Store, now: float) -> dict[str, Any]:
             "full": u32[e + C_NFULL],
             "expired": u32[e + C_NEXP],
             "sent": u32[e + C_NSENT],
-            "groups": groups,
+            "groups": n_groups,
         })
-    groups = []
+    groups: list[dict[str, Any]] = []
     for g in range(1, u32[H_GROUP_BUMP]):
         e = store.gw + g * GW
         if u32[e + G_FLAGS] & 1:

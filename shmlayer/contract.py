@@ -183,12 +183,12 @@ def validate_message(message: object) -> Mapping[str, Any]:
 
 def serialize(message: Mapping[str, Any]) -> bytes:
     """Encode a validated message; bytes and str stay distinct types at every depth."""
-    return msgpack.packb(message, use_bin_type=True)
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]  # msgpack is untyped
 
 
 def deserialize(data: bytes) -> dict[str, Any]:
     """Decode what :func:`serialize` produced into a fresh dict (the receiver's copy)."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)  # type: ignore[no-any-return]
 
 
 def random_suffix(length: int = 12) -> str:
