@@ -88,35 +88,29 @@ def channel_session_user(func: Consumer) -> Consumer:
     return inner
 
 
+def _user_from_http(func: Consumer, session_decorator: Callable[[Consumer], Consumer]) -> Consumer:
+    # The two *_user_from_http decorators differ only in which session decorator runs.
+    @http_session_user
+    @session_decorator
+    @functools.wraps(func)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        message = find_message(args)
+        if message.http_session is not None:
+            transfer_user(message.http_session, message.channel_session)
+        return func(*args, **kwargs)
+
+    return inner
+
+
 def channel_session_user_from_http(func: Consumer) -> Consumer:
     """For connect consumers: copy the HTTP session's login into the channel session.
 
     The consumer gets ``message.user``, ``message.http_session`` and
     ``message.channel_session``; later messages use ``@channel_session_user``.
     """
-
-    @http_session_user
-    @channel_session
-    @functools.wraps(func)
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        message = find_message(args)
-        if message.http_session is not None:
-            transfer_user(message.http_session, message.channel_session)
-        return func(*args, **kwargs)
-
-    return inner
+    return _user_from_http(func, channel_session)
 
 
 def channel_and_http_session_user_from_http(func: Consumer) -> Consumer:
     """Like ``channel_session_user_from_http``, and keeps ``http_session`` on later messages."""
-
-    @http_session_user
-    @channel_and_http_session
-    @functools.wraps(func)
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        message = find_message(args)
-        if message.http_session is not None:
-            transfer_user(message.http_session, message.channel_session)
-        return func(*args, **kwargs)
-
-    return inner
+    return _user_from_http(func, channel_and_http_session)
