@@ -24,8 +24,9 @@ $(STAMP): setup.py
 
 install: system-deps $(STAMP)
 
+# exec: the master replaces the shell, so a signal sent to this recipe reaches it.
 run: install
-	cd example && ../$(PY) manage.py migrate --noinput -v 0 && ../$(VENV)/bin/shmchannels -c shmchannels.conf.py
+	cd example && ../$(PY) manage.py migrate --noinput -v 0 && exec ../$(VENV)/bin/shmchannels -c shmchannels.conf.py
 
 test: install
 	$(PY) -m pytest
