@@ -31,8 +31,8 @@ from ._store import (
     C_CAP, C_FLAGS, C_GEN, C_HASH, C_HEAD, C_HNEXT, C_MHEAD, C_NAME, C_NCOUNT, C_NLEN, C_QCOUNT, C_QUEUE,
     C_REFS, C_TAIL, CW, G_FLAGS, G_GEN, G_HASH, G_HNEXT, G_MCOUNT, G_MHEAD, G_NAME, G_NLEN, GW,
     H_CHAN_BUMP, H_CHAN_FREE, H_GROUP_BUMP, H_GROUP_FREE, H_MEMBER_BUMP, H_MEMBER_FREE, H_NODE_BUMP,
-    H_NODE_FREE, H_SWEEP, H_WBUMP, H_WILD, M_CHAN, M_CNEXT, M_CPREV, M_FLAGS, M_GNEXT, M_GPREV,
-    M_GROUP, M_HASH, M_HNEXT, MW, N_CHAN, N_FLAGS, N_NEXT, N_PAYLOAD, NW, STATE_ARMED, STATE_FREE,
+    H_NODE_FREE, H_SWEEP, H_WBUMP, H_WILD, M_CHAN, M_FLAGS, M_GROUP, M_HASH, M_HNEXT, MW, N_CHAN,
+    N_FLAGS, N_NEXT, N_PAYLOAD, NW, STATE_ARMED, STATE_FREE,
     W_BUCKETS, W_NB, W_PID, W_STATE, WW, Store, kind_of, member_hash,
 )
 
@@ -103,7 +103,7 @@ def recover(store: Store, alive: Callable[[int], bool] = pid_alive) -> None:
     store.expired_chans.clear()
     store.maybe_free.clear()
     store.wake.clear()
-    cw, nw, gw, mw = store.cw, store.nw, store.gw, store.mw
+    cw = store.cw
 
     # 1-2. channel chains and free channel entries
     cbump = min(u32[H_CHAN_BUMP] or 1, geo.n_channels)

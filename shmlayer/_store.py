@@ -21,8 +21,6 @@ just recycled.
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _layout as L
 from ._fields import *  # noqa: F403
 from ._fields import _MASK32

@@ -32,7 +32,7 @@ def test_stats_shows_channels_groups_memory_and_processes(make_layer: Make) -> N
     assert "http.request" in text and "interface.A!c1" in text
     assert "chat" in text and "members      2" in text
     assert "memory: heap" in text and "group_skipped 2" in text
-    assert f"map the segment: " in text and str(os.getpid()) in text.split("map the segment:")[1].split(")")[0]
+    assert "map the segment: " in text and str(os.getpid()) in text.split("map the segment:")[1].split(")")[0]
     data = json.loads(run("stats", layer.segment_name, "--json").stdout)
     assert data["global"]["n_group_skipped"] == 2
     assert {c["name"]: c["depth"] for c in data["channels"]}["http.request"] == 1

@@ -9,8 +9,6 @@ import resource
 import time
 from typing import Any, Callable
 
-import pytest
-
 import shmlayer
 
 Make = Callable[..., shmlayer.ShmChannelLayer]
