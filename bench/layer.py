@@ -22,6 +22,8 @@ import statistics
 import time
 from typing import Any, Callable
 
+from bench._load import percentile
+
 BUDGET = 55.0
 SIZES = (("64 B", 64), ("4 KiB", 4096))
 PAIRS = 20000
@@ -274,8 +276,8 @@ def _inmemory_group(layer: Any, message: dict[str, Any], size: int, rounds: int)
 
 
 def _pct(times: list[float], q: float) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6 if ordered else float("nan")
+    """Percentile ``q`` of ``times`` (seconds) in µs."""
+    return percentile(times, q) * 1e6
 
 
 def _ratio(a: float, b: float) -> str:
