@@ -105,7 +105,7 @@ class Segment:
 
     Raises:
         SegmentError: no room in /dev/shm, not a shmchannels segment, permission denied,
-            or (create=False) no such segment.
+            or (create=False) no such segment or one whose creator never finished it.
         LayoutVersionMismatch: made by another layout version.
     """
 
@@ -143,7 +143,7 @@ class Segment:
                     self._initialise(fd, self.size)
                     self.created = True
                     break
-                if self._attach(fd, deadline):
+                if self._attach(fd, deadline, create):
                     break
             except BaseException:
                 os.close(fd)
@@ -221,10 +221,14 @@ class Segment:
         _heap.Heap(self).reset()
         u64[H["magic"] >> 3] = L.MAGIC  # last: the segment is now usable
 
-    def _attach(self, fd: int, deadline: float) -> bool:
+    def _attach(self, fd: int, deadline: float, create: bool) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             st = os.fstat(fd)
+            # A creator sizes the file before writing a byte, so a short file holding
+            # anything but zeros was never one of ours: don't take it over.
+            if 0 < st.st_size < L.HEADER_SIZE and any(os.pread(fd, st.st_size, 0)):
+                raise SegmentError(f"{self.path} exists but is not a shmchannels segment")
             if st.st_size >= L.HEADER_SIZE:
                 head = os.pread(fd, 16, 0)
                 magic = int.from_bytes(head[:8], "little")
@@ -244,6 +248,8 @@ class Segment:
                     raise SegmentError(f"{self.path} exists but is not a shmchannels segment")
             if time.monotonic() < deadline:
                 return False
+            if not create:  # attach-only (``stats``) must not write into the file
+                raise SegmentError(f"{self.path} is not initialised (its creator died before finishing?)")
             # Magic still zero after the wait while we hold the flock: its creator died
             # mid-initialisation. Finish the job ourselves.
             size = st.st_size if st.st_size >= L.MIN_SEGMENT_SIZE else self.size

@@ -56,3 +56,20 @@ def test_clear_errors() -> None:
     out = run("stats", "bad/name")
     assert out.returncode == 2 and "Invalid segment name" in out.stderr
     assert run("flush").returncode == 2  # NAME required
+
+
+def test_stats_never_writes_into_a_file_it_does_not_own() -> None:
+    from .conftest import unique_name
+
+    for content in (b"short but not ours", bytes(2 << 20)):  # foreign bytes; a never-finished segment
+        name = unique_name("cli-foreign")
+        path = f"/dev/shm/{name}"
+        with open(path, "wb") as f:
+            f.write(content)
+        try:
+            out = run("stats", name)
+            assert out.returncode == 1 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+            with open(path, "rb") as f:
+                assert f.read() == content  # stats only reads: size and bytes unchanged
+        finally:
+            os.unlink(path)
