@@ -10,6 +10,17 @@ import sys
 from ._segment import SegmentError, default_segment_name, segment_path, validate_segment_name
 
 
+def _rows(text: str) -> int:
+    """argparse type of ``--limit``: a count of rows, so never negative."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 error, 2 usage)."""
     parser = argparse.ArgumentParser(prog="python -m shmlayer", description="Inspect or manage a shmchannels segment.")
@@ -17,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = sub.add_parser("stats", help="channels, groups, memory and processes of a segment")
     stats.add_argument("name", nargs="?", help="segment name (default: this project's)")
     stats.add_argument("--json", action="store_true", help="print the snapshot as JSON")
-    stats.add_argument("--limit", type=int, default=50, help="rows per section (default 50)")
+    stats.add_argument("--limit", type=_rows, default=50, help="rows per section (default 50)")
     for command, text in (("flush", "empty every channel and group"), ("unlink", "remove the segment")):
         sub.add_parser(command, help=text).add_argument("name")
     args = parser.parse_args(argv)

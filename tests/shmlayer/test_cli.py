@@ -73,3 +73,8 @@ def test_stats_never_writes_into_a_file_it_does_not_own() -> None:
                 assert f.read() == content  # stats only reads: size and bytes unchanged
         finally:
             os.unlink(path)
+
+
+def test_negative_limit_is_a_usage_error() -> None:
+    out = run("stats", "no-such-segment-here", "--limit", "-3")
+    assert out.returncode == 2 and "--limit: must be 0 or more" in out.stderr and "Traceback" not in out.stderr
