@@ -176,8 +176,13 @@ def validate_message(message: object) -> Mapping[str, Any]:
         raise TypeError(f"Message must be a dict, not {type(message).__name__}")
     if ASGI_CHANNEL_KEY in message:
         raise TypeError(f"Message key {ASGI_CHANNEL_KEY!r} is reserved for the layer")
-    if not _plain(message):
-        _check_value(message, "message")
+    try:
+        if not _plain(message):
+            _check_value(message, "message")
+    except RecursionError:
+        # A message that contains itself (or absurd nesting) would otherwise escape as a
+        # RecursionError traceback from deep inside the walk.
+        raise TypeError("Message is nested too deeply (does it contain itself?)") from None
     return message
 
 

@@ -82,3 +82,16 @@ def test_receive_async_cancelled_gives_the_waiter_back(layer) -> None:
         return await asyncio.wait_for(layer.receive_async(["test.cancel"], timeout=5), 10)
 
     assert asyncio.run(main()) == ("test.cancel", {"y": 2})
+
+
+def test_a_message_that_contains_itself_is_a_clear_type_error():
+    from shmlayer.contract import validate_message
+
+    message: dict = {"text": "x"}
+    message["self"] = message
+    with pytest.raises(TypeError, match="nested too deeply"):
+        validate_message(message)
+    looped: list = []
+    looped.append(looped)
+    with pytest.raises(TypeError, match="nested too deeply"):
+        validate_message({"list": looped})
