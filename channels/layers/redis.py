@@ -342,14 +342,12 @@ class RedisChannelLayer(BaseChannelLayer):
         Raises:
             TypeError: ``pattern`` does not end in ``?``.
         """
-        name = self._new_channel_name(pattern)
-        index = self._shard_of(name)
-        shard = self.shards[index]
         for _ in range(10):
+            name = self._new_channel_name(pattern)
+            shard = self.shards[self._shard_of(name)]
             with translate_errors(shard.label):
                 if not shard.client.exists(f"{self.prefix}q:{name}"):
                     return name
-            name = pattern + random_suffix()
         raise RuntimeError(f"new_channel({pattern!r}) kept finding names in use")
 
     # -- groups ----------------------------------------------------------------------------
