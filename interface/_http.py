@@ -36,7 +36,7 @@ import h11
 
 from . import _asgi1
 from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Upgrade
-from ._lifecycle import Lifecycle
+from ._lifecycle import ConnectionCore
 from ._options import BODY_CHUNK_SIZE, Options
 
 __all__ = ["HTTPConnection", "HTTPState"]
@@ -97,7 +97,7 @@ def _has_token(value: bytes | None, token: bytes) -> bool:
     return value is not None and any(part.strip().lower() == token for part in value.split(b","))
 
 
-class HTTPConnection:
+class HTTPConnection(ConnectionCore[HTTPState]):
     """One HTTP/1.1 connection's protocol state.
 
     Args:
@@ -109,18 +109,16 @@ class HTTPConnection:
     def __init__(self, info: ConnInfo, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
         self.info = info
         self.options = options
+        super().__init__(TRANSITIONS, HTTPState.IDLE, HTTPState.CLOSED)
         self._clock = clock
         head_limit = options.limit_request_line + 4 + min(
             options.limit_request_fields * (options.limit_request_field_size + 4), 64 * 1024)
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=head_limit)
-        self._life: Lifecycle[HTTPState] = Lifecycle(TRANSITIONS, HTTPState.IDLE)
-        self._out = bytearray()
-        self._effects: list[Any] = []
         self._held = bytearray()
         self._count = 0
         self._draining = False
         self._head_started: float | None = None
-        self._deadline: float | None = clock() + options.header_timeout
+        self._deadline = clock() + options.header_timeout
         # Per-request fields, reset by _reset_request().
         self._request: h11.Request | None = None
         self._method = ""
@@ -139,16 +137,6 @@ class HTTPConnection:
     # -- what the transport reads ------------------------------------------------------
 
     @property
-    def state(self) -> HTTPState:
-        """The lifecycle state."""
-        return self._life.state
-
-    @property
-    def closed(self) -> bool:
-        """True once the socket should be closed (after writing ``pop_data()``)."""
-        return self._life.state is HTTPState.CLOSED
-
-    @property
     def wants_read(self) -> bool:
         """False while reading should pause (pipelined data piling up, or closed)."""
         state = self._life.state
@@ -161,25 +149,9 @@ class HTTPConnection:
             self._head_started is not None)
 
     @property
-    def deadline(self) -> float | None:
-        """Clock time at which :meth:`tick` has something to do, or None."""
-        return self._deadline
-
-    @property
     def reply_local(self) -> str:
         """Local part (after ``!``) of the current request's reply channel, or ""."""
         return self._reply_local
-
-    def pop_data(self) -> bytes:
-        """Bytes to write to the socket, in order; clears the buffer."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
-    def pop_effects(self) -> list[Any]:
-        """Queued effects (LayerSend, AccessRecord, Upgrade), in order; clears the queue."""
-        effects, self._effects = self._effects, []
-        return effects
 
     # -- inputs ----------------------------------------------------------------------------
 

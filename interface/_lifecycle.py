@@ -6,14 +6,17 @@ dict. A pair that is not in the table is a bug in the core, never the peer's fau
 raises :class:`LocalProtocolError` from this one helper. Peer misbehaviour is handled
 by firing a legal trigger (``"fail"``, ``"drop"``), so no path sets a state by hand and
 the tables in ``_http.py`` / ``_ws.py`` are the whole story of a connection.
+
+:class:`ConnectionCore` is the part both sans-I/O cores share: the lifecycle, the
+outgoing byte buffer and effect queue, and the read-only view the transport polls.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Generic, Mapping, TypeVar
+from typing import Any, Generic, Mapping, TypeVar
 
-__all__ = ["Lifecycle", "LocalProtocolError"]
+__all__ = ["ConnectionCore", "Lifecycle", "LocalProtocolError"]
 
 S = TypeVar("S", bound=Enum)
 
@@ -51,3 +54,49 @@ class Lifecycle(Generic[S]):
         except KeyError:
             raise LocalProtocolError(f"illegal transition {trigger!r} from {self.state.name}") from None
         return self.state
+
+
+class ConnectionCore(Generic[S]):
+    """Base of the HTTP and WebSocket cores: lifecycle plus what the transport reads.
+
+    Subclasses write bytes to ``self._out``, append effects to ``self._effects`` and keep
+    ``self._deadline`` current; the transport polls the properties below.
+
+    Args:
+        table: the subclass's transition table.
+        initial: the starting state.
+        final: the state in which the socket is to be closed.
+    """
+
+    def __init__(self, table: Mapping[tuple[S, str], S], initial: S, final: S) -> None:
+        self._life: Lifecycle[S] = Lifecycle(table, initial)
+        self._final = final
+        self._out = bytearray()
+        self._effects: list[Any] = []
+        self._deadline: float | None = None
+
+    @property
+    def state(self) -> S:
+        """The lifecycle state."""
+        return self._life.state
+
+    @property
+    def closed(self) -> bool:
+        """True once the socket should be closed (after writing ``pop_data()``)."""
+        return self._life.state is self._final
+
+    @property
+    def deadline(self) -> float | None:
+        """Clock time at which ``tick()`` has something to do, or None."""
+        return self._deadline
+
+    def pop_data(self) -> bytes:
+        """Bytes to write to the socket, in order; clears the buffer."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def pop_effects(self) -> list[Any]:
+        """Queued effects (see ``_effects.py``), in order; clears the queue."""
+        effects, self._effects = self._effects, []
+        return effects

@@ -41,7 +41,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from . import _asgi1
 from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull
-from ._lifecycle import Lifecycle
+from ._lifecycle import ConnectionCore
 from ._options import Options
 
 __all__ = ["WSState", "WebSocketConnection"]
@@ -80,7 +80,7 @@ TRANSITIONS: dict[tuple[WSState, str], WSState] = {
 }
 
 
-class WebSocketConnection:
+class WebSocketConnection(ConnectionCore[WSState]):
     """One WebSocket connection's protocol state.
 
     Args:
@@ -97,10 +97,8 @@ class WebSocketConnection:
         self.info = info
         self.options = options
         self.reply_channel = info.reply_prefix
+        super().__init__(TRANSITIONS, WSState.HANDSHAKE, WSState.CLOSED)
         self._clock = clock
-        self._life: Lifecycle[WSState] = Lifecycle(TRANSITIONS, WSState.HANDSHAKE)
-        self._out = bytearray()
-        self._effects: list[Any] = []
         self._held = bytearray(trailing)
         self._parts: list[Any] = []
         self._part_size = 0
@@ -113,7 +111,7 @@ class WebSocketConnection:
         self._last_rx = now
         self._ping_sent: float | None = None
         self._closing_since = 0.0
-        self._deadline: float | None = now + options.websocket_connect_timeout
+        self._deadline = now + options.websocket_connect_timeout
         self._ws = WSConnection(ConnectionType.SERVER)
         self._offered: list[str] = []
         self.path = request.target.decode("latin-1")
@@ -145,16 +143,6 @@ class WebSocketConnection:
     # -- what the transport reads ------------------------------------------------------
 
     @property
-    def state(self) -> WSState:
-        """The lifecycle state."""
-        return self._life.state
-
-    @property
-    def closed(self) -> bool:
-        """True once the socket should be closed (after writing ``pop_data()``)."""
-        return self._life.state is WSState.CLOSED
-
-    @property
     def wants_read(self) -> bool:
         """False while reading should pause (handshake pending with a full buffer, or closed)."""
         state = self._life.state
@@ -166,22 +154,6 @@ class WebSocketConnection:
     def busy(self) -> bool:
         """WebSockets never block a graceful stop; :meth:`shutdown` closes them."""
         return False
-
-    @property
-    def deadline(self) -> float | None:
-        """Clock time at which :meth:`tick` has something to do, or None."""
-        return self._deadline
-
-    def pop_data(self) -> bytes:
-        """Bytes to write to the socket, in order; clears the buffer."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
-    def pop_effects(self) -> list[Any]:
-        """Queued effects (LayerSend, AccessRecord), in order; clears the queue."""
-        effects, self._effects = self._effects, []
-        return effects
 
     # -- inputs ----------------------------------------------------------------------------
 
