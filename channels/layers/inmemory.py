@@ -398,10 +398,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         Raises:
             TypeError: an invalid channel name.
         """
-        if not (isinstance(channel, str) and channel.endswith("!")):
-            validate_channel_name(channel)
-        else:
-            validate_channel_name(channel, receive=True)
+        validate_channel_name(channel, receive=isinstance(channel, str) and channel.endswith("!"))
         with self._lock:
             now = time.monotonic()
             self._expire(now)
