@@ -15,6 +15,7 @@ HTTP load comes from wrk, WebSocket load from asyncio clients in this process
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -62,9 +63,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def _ensure_uvicorn() -> None:
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("uvicorn") is None:
         # The bench's only extra dependency; installed into the project virtualenv on first use.
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uvicorn"], check=True, timeout=300)
 
