@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from bench import _load
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".bench" / "channels_redis4"
@@ -70,44 +69,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait(5)
-    raise RuntimeError("the benchmark's redis-server did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def _measure(layer: Any, process_members: bool = False) -> dict[str, float]:
@@ -244,11 +205,8 @@ def run() -> str:
 
     started = time.monotonic()
     python = _ensure_peer()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc, port = _start_redis(workdir)
-    url = f"redis://127.0.0.1:{port}/0"
     results: dict[str, dict[str, float] | str] = {}
-    try:
+    with _load.redis_server() as url:
         budget_start = time.monotonic()
         ours: dict[bool, dict[str, float]] = {}
         for process_members in (False, True):
@@ -262,9 +220,6 @@ def run() -> str:
         remaining = BUDGET - (time.monotonic() - budget_start)
         results["channels_redis 4"] = _run_peer(python, url, remaining) if python else "not installed"
         results["shm layer"] = _shm_results()
-    finally:
-        _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
     notes = [f"- {name}: {value}" for name, value in results.items() if isinstance(value, str)]
     text = [
         "## Redis layer\n",

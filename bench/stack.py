@@ -8,14 +8,9 @@ The peers live in their own virtualenv (``.bench/peers``, made on first use) so 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,25 +51,6 @@ def peer_root() -> Path:
     return root
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    port = _load.free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), __import__("socket").create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds used so far by every live process of group ``pgid``.
 
@@ -106,7 +82,7 @@ def measure_servers() -> dict[str, dict[str, object]]:
     """Start each server in turn and run the scenarios it supports."""
     peers = ensure_peers()
     results: dict[str, dict[str, object]] = {}
-    with redis_server() as redis_url:
+    with _load.redis_server() as redis_url:
         segment = f"shmchannels-bench-{os.getpid()}"
         servers = [
             ("shmchannels", [str(ROOT / ".venv" / "bin" / "shmchannels"), "--interfaces", "1", "-w", "2", "--log-level", "warning",
