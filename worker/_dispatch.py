@@ -29,12 +29,10 @@ import logging
 import time
 from typing import Any, Callable
 
-from django.db import close_old_connections
-
 from channels.exceptions import ChannelSocketException, ConsumeLater, DenyConnection
+from channels.handler import send_reply
 from channels.signals import consumer_finished, consumer_started
 from channels.utils import name_that_thing
-from shmlayer.contract import ChannelFull
 
 __all__ = ["DEFAULT_MESSAGE_RETRIES", "dispatch"]
 
@@ -42,13 +40,8 @@ logger = logging.getLogger("django.channels.worker")
 
 #: How many times a message may be put back by ConsumeLater (Channels 1.x: 10).
 DEFAULT_MESSAGE_RETRIES = 10
-
-# Django closes stale connections around every request; a consumer is our request.
-# channels.signals connects the same receivers under the same dispatch_uid, so whichever
-# module loads first wins and each runs once per signal, never twice.
-consumer_started.connect(close_old_connections, dispatch_uid="channels.close_old_connections.started")
-consumer_finished.connect(close_old_connections, dispatch_uid="channels.close_old_connections.finished")
-
+#: Seconds a ConsumeLater message may wait for room on its full channel before it is dropped.
+REQUEUE_TIMEOUT = 0.5
 
 def _retries(content: dict[str, Any]) -> int:
     """The ConsumeLater count of a message (0 when absent or not an int)."""
@@ -56,7 +49,8 @@ def _retries(content: dict[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _raw(layer_wrapper: Any) -> Any:
+def raw_layer(layer_wrapper: Any) -> Any:
+    """The layer object under a ``ChannelLayerWrapper`` (a bare layer is returned as is)."""
     return getattr(layer_wrapper, "channel_layer", layer_wrapper)
 
 
@@ -69,14 +63,8 @@ def _requeue(layer: Any, channel: str, content: dict[str, Any], message_retries:
         )
         return
     content["__retries__"] = retries
-    full = getattr(layer, "ChannelFull", ChannelFull)
-    for _ in range(10):
-        try:
-            layer.send(channel, content)
-            return
-        except full:
-            time.sleep(0.05)
-    logger.warning("Could not put a ConsumeLater message back on %s: the channel stayed full; dropped", channel)
+    if not send_reply(layer, channel, content, REQUEUE_TIMEOUT):
+        logger.warning("Could not put a ConsumeLater message back on %s: the channel stayed full; dropped", channel)
 
 
 def _deny(message: Any, channel: str, consumer_name: str) -> None:
@@ -155,7 +143,7 @@ def dispatch(
         _guard(exc.run, message)
     except ConsumeLater:
         outcome = "consume later"
-        _guard(_requeue, _raw(layer_wrapper), channel, content, message_retries)
+        _guard(_requeue, raw_layer(layer_wrapper), channel, content, message_retries)
     except Exception:
         outcome = "error"
         logger.exception("Error processing a message on %s with consumer %s:", channel, consumer_name)

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from worker._dispatch import DEFAULT_MESSAGE_RETRIES, dispatch
+from worker._dispatch import DEFAULT_MESSAGE_RETRIES, dispatch, raw_layer
 from worker._signals import install_signal_handlers
 
 __all__ = ["BEAT_INTERVAL", "EXIT_CONFIG", "Worker", "filter_channels"]
@@ -146,7 +146,7 @@ class Worker:
     @property
     def layer(self) -> Any:
         """The raw layer object under the wrapper."""
-        return getattr(self.channel_layer, "channel_layer", self.channel_layer)
+        return raw_layer(self.channel_layer)
 
     def listen_channels(self) -> list[str]:
         """The channels this worker receives on: the router's, filtered by the globs."""
