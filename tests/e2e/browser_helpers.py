@@ -17,16 +17,22 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.e2e.harness import descendants as descendant_pids
+from tests.supervisor.harness import alive as pid_alive
+from tests.supervisor.harness import cmdline as process_title
+from tests.supervisor.harness import free_port, wait_for
+
+__all__ = ["ExampleSite", "SiteError", "browser_available", "descendant_pids", "free_port", "make_chromium",
+           "pid_alive", "process_title", "wait_for"]
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_DIR / "example"
@@ -44,64 +50,6 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 class SiteError(AssertionError):
     """The example site did not start, answer or stop as expected (message has the log)."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_pids(pid: int) -> list[int]:
-    """Return the direct children of ``pid`` (empty if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            return [int(part) for part in handle.read().split()]
-    except OSError:
-        return []
-
-
-def descendant_pids(pid: int) -> list[int]:
-    """Return every process below ``pid``, children before grandchildren."""
-    found: list[int] = []
-    pending = child_pids(pid)
-    while pending:
-        child = pending.pop(0)
-        found.append(child)
-        pending.extend(child_pids(child))
-    return found
-
-
-def process_title(pid: int) -> str:
-    """Return a process's command line as one string ('' if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise SiteError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class ExampleSite:

@@ -160,7 +160,6 @@ class ManageCommand:
 
     def __init__(self, command: str, args: Iterable[str], env: dict[str, str]) -> None:
         import subprocess
-        import sys
 
         from tests.supervisor.harness import ROOT
 
@@ -170,9 +169,16 @@ class ManageCommand:
         full_env.pop("SHMCHANNELS_CMD_ARGS", None)
         full_env.update(PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
         full_env.update(env)
-        self.proc = subprocess.Popen([sys.executable, "-c", MANAGE_SCRIPT, command, *args], cwd=ROOT,
+        self.proc = subprocess.Popen(self.argv(command, args), cwd=ROOT,
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         self.seen: set[int] = set()
+
+    @staticmethod
+    def argv(command: str, args: Iterable[str]) -> list[str]:
+        """The command line that runs ``command`` (subclasses pick another launcher)."""
+        import sys
+
+        return [sys.executable, "-c", MANAGE_SCRIPT, command, *args]
 
     def log(self) -> str:
         with open(self.log_path, "rb") as handle:

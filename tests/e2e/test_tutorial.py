@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -371,14 +370,9 @@ class DjangoAdmin(ManageCommand):
     """``python -m django <command> <args>``: what ``manage.py <command>`` runs, with the
     command Django itself picks (staticfiles' runserver comes first in INSTALLED_APPS)."""
 
-    def __init__(self, command, args, env):  # noqa: D107 - same contract as ManageCommand
-        self.log_path = os.path.join(tempfile.gettempdir(), f"shmc-{command}-{os.getpid()}-{secrets.token_hex(3)}.log")
-        self._log = open(self.log_path, "wb")
-        full_env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1", **env}
-        full_env.pop("SHMCHANNELS_CMD_ARGS", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "django", command, *args], cwd=ROOT, env=full_env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        self.seen = set()
+    @staticmethod
+    def argv(command, args):
+        return [sys.executable, "-m", "django", command, *args]
 
 
 class _Site:

@@ -105,7 +105,7 @@ def test_stuck_worker_is_aborted_and_replaced(start, fake_dir):
     flag(fake_dir, "hang_worker")
     os.kill(worker, signal.SIGKILL)
     hung = master.wait_children("worker", 1, exclude=[worker])[0]
-    wait_for(lambda: f"booted worker 1" in "".join(line for line in events(fake_dir) if str(hung) in line),
+    wait_for(lambda: "booted worker 1" in "".join(line for line in events(fake_dir) if str(hung) in line),
              5, "the replacement to boot")
     unflag(fake_dir, "hang_worker")
     master.wait_log(f"WORKER TIMEOUT: worker 1 (pid {hung})")
