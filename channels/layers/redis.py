@@ -129,7 +129,7 @@ class RedisChannelLayer(BaseChannelLayer):
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(prefix, str) or not prefix:
             raise TypeError(f"prefix must be a non-empty str, not {prefix!r}")
-        if not isinstance(max_message_size, int) or max_message_size < 1:
+        if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
             raise TypeError(f"max_message_size must be a positive int, not {max_message_size!r}")
         for name, value in (("connect_timeout", connect_timeout), ("socket_timeout", socket_timeout)):
             if not isinstance(value, (int, float)) or value <= 0:
