@@ -81,15 +81,18 @@ def load_layer_wrapper(alias: str) -> Any:
     """The ``ChannelLayerWrapper`` of ``alias`` with Channels' default routes added.
 
     Raises:
-        WorkerConfigError: unknown alias, a bad layer config, or a process-local layer
-            (a worker process cannot share an in-memory layer with interface servers).
-        django.core.exceptions.ImproperlyConfigured: a broken ROUTING.
+        WorkerConfigError: unknown alias, a bad layer config, a broken ROUTING, or a
+            process-local layer (a worker process cannot share an in-memory layer with
+            interface servers).
     """
-    from channels.asgi import InvalidChannelLayerError, channel_layers
+    from django.core.exceptions import ImproperlyConfigured
+
+    from channels.asgi import channel_layers
 
     try:
         wrapper = channel_layers[alias]
-    except InvalidChannelLayerError as exc:
+    except ImproperlyConfigured as exc:
+        # A settings mistake (layer or ROUTING) is one line for the user, not a traceback.
         raise WorkerConfigError(str(exc)) from None
     if is_process_local(wrapper.channel_layer):
         raise WorkerConfigError(
@@ -98,7 +101,10 @@ def load_layer_wrapper(alias: str) -> Any:
             "(CHANNEL_LAYERS BACKEND 'shmlayer.ShmChannelLayer'), or runserver, which runs "
             "worker threads in-process."
         )
-    wrapper.router.check_default()
+    try:
+        wrapper.router.check_default()
+    except ImproperlyConfigured as exc:
+        raise WorkerConfigError(str(exc)) from None
     return wrapper
 
 

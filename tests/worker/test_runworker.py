@@ -157,6 +157,15 @@ def test_runworker_rejects_bad_options(world):
     assert "No channel layer 'nope'" in proc.output
 
 
+def test_runworker_reports_a_broken_routing_in_one_line(world):
+    proc = world.spawn("-m", "django", "runworker",
+                       env=dict(world.env, SHMCHANNELS_TEST_ROUTING="tests.worker.nope.routing"))
+    assert proc.wait(30) == 1
+    lines = [line for line in proc.lines if line.strip()]
+    assert len(lines) == 1, proc.output
+    assert "Cannot import channel routing 'tests.worker.nope.routing'" in lines[0]
+
+
 def test_runworker_consumes_and_logs_each_message_at_verbosity_2(world):
     proc = world.runworker("-v", "2", "--threads", "2")
     proc.wait_for_line(r"Listening on channels .*test\.echo")
