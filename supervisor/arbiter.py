@@ -546,7 +546,8 @@ class Arbiter:
             time.sleep(0.02)
             self.reap_children()
 
-    def _finish(self, code: int) -> int:
+    def release_layer(self) -> None:
+        """Unlink (when no child still uses it) and close the layer the master created."""
         if self.layer is not None:
             if self.children:
                 log.error("Children still alive; keeping the shared-memory segment")
@@ -560,6 +561,9 @@ class Arbiter:
                 self.layer.close()
             except Exception:
                 pass
+
+    def _finish(self, code: int) -> int:
+        self.release_layer()
         self.run_hook("on_exit", self)
         self.notifier.close()
         if self._pipe:

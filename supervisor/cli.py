@@ -190,13 +190,12 @@ def main(argv: Sequence[str] | None = None,
         arbiter.listeners = listeners
         if not from_systemd:
             arbiter.rebind = lambda cfg: bind_all(list(cfg.bind), cfg.umask)
-        try:
-            arbiter.layer = layer_loader(config)
-        except LayerError:
-            close_all(listeners)
-            raise
+        arbiter.layer = layer_loader(config)
         _hand_over_segment(arbiter.layer, config)
     except (BindError, LayerError, KeyError, RuntimeError, OSError) as exc:
+        # Nothing forked yet: free what was set up (a segment that could not be handed over too).
+        close_all(arbiter.listeners)
+        arbiter.release_layer()
         if pidfile is not None:
             pidfile.unlink()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

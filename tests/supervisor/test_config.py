@@ -249,3 +249,43 @@ def test_interface_only_and_worker_only_hosts(tmp_path):
     path = write(tmp_path, "interfaces = 0\n")
     with pytest.raises(ConfigError, match=r"^workers in the command line: interfaces and workers cannot both be 0"):
         load_config(["-c", path, "-w", "0"], environ={})
+
+
+#: A master whose segment cannot be handed over to ``user`` (chown refused): it must
+#: remove the segment it just created and close its socket before exiting with 1.
+HANDOVER_FAILS = """
+import os, sys
+from supervisor.cli import main
+path = sys.argv[1]
+open(path, "w").close()
+
+class Layer:
+    segment_name = os.path.basename(path)
+    def unlink(self):
+        os.unlink(path)
+    def close(self):
+        pass
+
+def refuse(*args):
+    raise PermissionError(1, "Operation not permitted", path)
+
+os.chown = refuse
+sys.exit(main(sys.argv[2:], specs_factory=lambda config: [], layer_loader=lambda config: Layer()))
+"""
+
+
+def test_segment_that_cannot_be_handed_over_is_removed(tmp_path):
+    from tests.supervisor.harness import free_port
+
+    segment = f"/dev/shm/shmc-handover-{os.getpid()}"
+    try:
+        result = subprocess.run(
+            [PYTHON, "-c", HANDOVER_FAILS, segment, "-b", f"127.0.0.1:{free_port()}", "--user", "root",
+             "some.settings"],
+            cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1, result.stderr
+        assert "Operation not permitted" in result.stderr and "Traceback" not in result.stderr
+        assert not os.path.exists(segment)
+    finally:
+        if os.path.exists(segment):
+            os.unlink(segment)
