@@ -1,5 +1,5 @@
 """shmchannels: Django Channels 1.x on one host, over a POSIX shared-memory channel layer."""
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 setup(
     name="shmchannels",
@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["shmlayer*", "interface*", "worker*", "supervisor*", "channels*"]),
     include_package_data=True,
-    package_data={"shmlayer": ["py.typed"], "interface": ["py.typed"]},
+    package_data={"shmlayer": ["py.typed", "_fastpath.pyi"], "interface": ["py.typed"]},
     install_requires=[
         "django>=5.2,<6",
         "gunicorn>=23,<28",
@@ -36,6 +36,9 @@ setup(
             "mypy>=1.10",
         ],
     },
+    # The segment lock (a robust process-shared pthread mutex) and the common case of
+    # send/receive: the Python path costs ~7 µs per operation, this one ~1 µs.
+    ext_modules=[Extension("shmlayer._fastpath", ["shmlayer/_fastpath.c"])],
     entry_points={
         "console_scripts": [
             "shmchannels = supervisor.cli:main",

@@ -1,4 +1,4 @@
-"""Byte layout of the shmchannels segment (layout version 1).
+"""Byte layout of the shmchannels segment (layout version 2).
 
 One POSIX shared-memory segment (``/dev/shm/<name>``) holds the whole layer. Every
 process maps it ``MAP_SHARED`` and reads/writes it only while holding the segment lock.
@@ -6,19 +6,24 @@ process maps it ``MAP_SHARED`` and reads/writes it only while holding the segmen
 Theory of operation
 -------------------
 
-* **One lock.** ``fcntl.flock(LOCK_EX)`` on an fd of the segment file (opened by each
-  process, re-opened after ``fork`` because flock belongs to the open file description).
-  The kernel drops it when its holder dies, so a ``kill -9`` never wedges the others.
-  Every structure below is guarded by that one lock. Lock order inside a process:
-  the layer's waiter-pool lock, then the segment's thread lock (threads of one process
-  share the fd, so flock alone cannot exclude them), then the flock; nothing is taken
-  while the flock is held.
+* **One lock.** A robust, process-shared pthread mutex in the header (``lock``), taken
+  and released by ``_fastpath`` (C): uncontended, one atomic instruction each way. When
+  its holder dies the kernel marks it, and the next locker gets it (EOWNERDEAD, made
+  consistent at once), so a ``kill -9`` never wedges the others. It excludes threads as
+  well as processes. Every structure below is guarded by that one lock. Lock order inside
+  a process: the layer's waiter-pool lock, then the segment lock; nothing is taken while
+  the segment lock is held. (``flock`` on the segment file is used only while creating or
+  attaching, so that an attacher never sees a half-written header.)
 * **Dirty word.** The holder writes its pid into ``lock_owner`` right after acquiring and
   writes 0 right before releasing. An acquirer that finds it non-zero knows the previous
   holder died (or raised) mid-operation and runs recovery (``_recovery.py``): it rebuilds
   every derived field (free lists, counts, tails, refcounts, waiter counters) from the
   primary structures (hash chains and queue links), which every operation updates with a
   single final store ("link last"), so at most the in-flight message is lost.
+* **Two implementations, one set of stores.** ``_store``/``_heap``/``_slots`` (Python) do
+  every operation; ``_fastpath.c`` does the common case of ``send`` and ``receive`` (entry
+  exists, room, no expired message on the way) with the same stores in the same order,
+  and hands anything else back to Python before its first store.
 * **Zero is empty.** Index 0 of every table and heap offset 0 are never used, so 0 is the
   null link (``NIL``). A freshly ``ftruncate``-d (all-zero) segment is therefore a valid
   empty layer once the header is written; tables are handed out from a bump index, so
@@ -108,7 +113,9 @@ Header (HEADER_SIZE = 512 bytes)
 | 360 | 8 | Q | n_members_expired | holder | memberships dropped (group_expiry or message expiry) |
 | 368 | 8 | Q | n_discarded | holder | messages dropped by flush/discard_prefix |
 | 376 | 4 | I | waiter_bump | holder | waiter slots ever handed out (senders scan below it) |
-| 380 | 132 | 132x | reserved | - | zero |
+| 380 | 4 | I | pad | - | zero |
+| 384 | 64 | 64s | lock | creator | robust process-shared pthread_mutex_t (the segment lock) |
+| 448 | 64 | 64x | reserved | - | zero |
 
 Channel entry (CHAN_SIZE = 320 bytes, table at chan_off, index 1..n_channels-1)
 -------------------------------------------------------------------------------
@@ -211,7 +218,7 @@ from dataclasses import dataclass
 
 #: ``b"shmchnls"`` read as a native u64.
 MAGIC = int.from_bytes(b"shmchnls", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 NIL = 0
 MAX_SEGMENT_SIZE = 2**32 - 1
 MIN_SEGMENT_SIZE = 1 << 20
@@ -285,7 +292,9 @@ HEADER_FIELDS: tuple[tuple[str, int, int, str], ...] = (
     ("n_members_expired", 360, 8, "Q"),
     ("n_discarded", 368, 8, "Q"),
     ("waiter_bump", 376, 4, "I"),
-    ("reserved", 380, 132, "132x"),
+    ("pad", 380, 4, "I"),
+    ("lock", 384, 64, "64s"),
+    ("reserved", 448, 64, "64x"),
 )
 CHAN_FIELDS: tuple[tuple[str, int, int, str], ...] = (
     ("hnext", 0, 4, "I"),

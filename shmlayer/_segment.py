@@ -6,9 +6,11 @@ sees either no magic (creator not done: retry, bounded) or a complete header. If
 creator died before writing the magic, the file's flock is free and the magic still zero
 after the wait: the attacher initialises the segment itself, under the flock.
 
+The flock serves only creation and attaching; the lock every operation takes is the
+robust mutex in the header (``_layout``, "One lock"), reached through ``self.fast``.
 The flock belongs to the *open file description*, which a forked child shares with its
 parent: the child must not use (nor keep) the inherited fd, or it could hold the parent's
-lock or keep a dead holder's lock alive. :func:`os.register_at_fork` reopens it.
+flock. :func:`os.register_at_fork` reopens it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import mmap
 import os
 import re
 import secrets
-import threading
 import time
 import weakref
 from typing import Callable
 
 from . import _layout as L
+from ._fastpath import FastPath
 
 __all__ = [
     "LayoutVersionMismatch",
@@ -122,8 +124,8 @@ class Segment:
         self.size = size
         self.mode = mode
         self.on_recover = on_recover
-        self._tlock = threading.Lock()
         self._pid = os.getpid()
+        self.fast: FastPath | None = None
         self._fd = -1
         self._mm: mmap.mmap | None = None
         self.epoch = 0
@@ -218,6 +220,9 @@ class Segment:
             u32[H[bump] >> 2] = 1
         self.f64[H["created_at"] >> 3] = time.time()
         self.geometry = geometry
+        self._bind_fast()
+        assert self.fast is not None
+        self.fast.init_lock()
         _heap.Heap(self).reset()
         u64[H["magic"] >> 3] = L.MAGIC  # last: the segment is now usable
 
@@ -241,6 +246,7 @@ class Segment:
                         )
                     self._map(fd, st.st_size)
                     self.geometry = read_geometry(self.u32, self.u64)
+                    self._bind_fast()
                     self.epoch = self.u64[L.H["epoch"] >> 3]
                     self.ino = st.st_ino
                     return True
@@ -274,7 +280,19 @@ class Segment:
         if not self.ino:
             self.ino = os.fstat(fd).st_ino
 
+    def _bind_fast(self) -> None:
+        g = self.geometry
+        assert self._mm is not None
+        self.fast = FastPath(
+            self._mm, g.chan_off, g.chan_bucket_off, g.n_chan_buckets, g.bucket_waiters_off,
+            g.node_off, g.n_nodes, g.n_channels, g.waiter_off, g.n_waiters, g.heap_off,
+            g.heap_size, g.heap_max_order, self._pid,
+        )
+
     def _unmap(self) -> None:
+        if self.fast is not None:
+            self.fast.release()  # its buffer export would keep the mmap from closing
+            self.fast = None
         for view in ("u32", "u64", "f64", "mv"):
             obj = self.__dict__.pop(view, None)
             if obj is not None:
@@ -316,10 +334,10 @@ class Segment:
             return False
 
     def _after_fork(self) -> None:
-        # New lock object (the parent's may have been held by another thread at fork)
-        # and our own open file description for flock.
-        self._tlock = threading.Lock()
+        # Our own pid in the dirty word, and our own open file description for flock.
         self._pid = os.getpid()
+        if self.fast is not None:
+            self.fast.set_pid(self._pid)
         if self._fd >= 0:
             old = self._fd
             # /proc/self/fd/N opens the very file we mapped (even if it was unlinked or
@@ -331,27 +349,17 @@ class Segment:
 
     def acquire(self) -> None:
         """Take the segment lock; run recovery if the last holder died mid-operation."""
-        self._tlock.acquire()
+        fast = self.fast
+        if fast is None:
+            raise SegmentError(f"shm segment {self.name!r} is closed")
+        fast.lock()  # a dead holder's lock comes back consistent; the dirty word says more
         try:
-            fd = self._fd
-            for _ in range(_LOCK_SPINS):
-                # Critical sections last a few µs: retrying without sleeping beats a
-                # sleep + wake-up in the kernel when another process holds the lock.
-                try:
-                    fcntl.flock(fd, _LOCK_EX_NB)
-                    break
-                except BlockingIOError:
-                    continue
-            else:
-                fcntl.flock(fd, fcntl.LOCK_EX)
             owner = self.u32[_OWNER_W]
             self.u32[_OWNER_W] = self._pid
             if owner and self.on_recover is not None:
                 self.on_recover(self)
         except BaseException:
-            if self._fd >= 0:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._tlock.release()
+            fast.unlock()
             raise
 
     def release(self, clean: bool = True) -> None:
@@ -359,13 +367,11 @@ class Segment:
         word set so that the next holder repairs whatever was half done."""
         if clean:
             self.u32[_OWNER_W] = 0
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._tlock.release()
+        assert self.fast is not None
+        self.fast.unlock()
 
 
 _OWNER_W = L.H["lock_owner"] >> 2
-_LOCK_EX_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
-_LOCK_SPINS = 20
 
 
 def read_geometry(u32: memoryview, u64: memoryview) -> L.Geometry:

@@ -25,6 +25,7 @@ import weakref
 from typing import Any, Iterable, Iterator, Mapping
 
 from . import _layout as L
+from ._fastpath import LAYOUT
 from ._recovery import pid_alive, recover
 from ._segment import LayoutVersionMismatch, Segment, SegmentError, default_segment_name, validate_segment_name
 from ._store import FULL, NOSPACE, Store, name_hash
@@ -48,6 +49,7 @@ _EPOCH_CHECK_INTERVAL = 1.0
 #: Seconds a blocking receive polls the send counter before sleeping on its socket.
 SPIN_TIME = 100e-6
 _SENT_Q = L.H["n_sent"] >> 3
+_SWEEP = LAYOUT["SWEEP"]
 _monotonic = time.monotonic
 _yield = os.sched_yield
 _log = logging.getLogger("shmlayer")
@@ -283,11 +285,21 @@ class ShmChannelLayer(BaseChannelLayer):
         data = self._encode(message)
         store = self._current()
         seg = store.segment
+        assert seg.fast is not None
+        result = seg.fast.send(name, h, data, self.expiry)
+        if not result:
+            return
+        if result.__class__ is list:
+            self._waker.wake(self.segment_name, seg.epoch, result)
+            return
+        # Anything but the common case (new entry, full, expired messages due): Python.
         seg.acquire()
         clean = False
         wake = None
         try:
             now = _monotonic()
+            if result == _SWEEP:
+                store.sweep(now, 8)
             status = store.send(name, h, data, now, now + self.expiry, cap)
             if store.expired_chans or store.maybe_free:
                 store.finish(now)
@@ -330,11 +342,18 @@ class ShmChannelLayer(BaseChannelLayer):
         self._rotate += 1  # a busy channel must not starve a quiet one (asgi1.md §4)
         start = self._rotate
         seg = store.segment
+        sweep = not start & 7  # amortised expiry sweep: 1 entry per receive
+        if waiter is None:
+            assert seg.fast is not None
+            found = seg.fast.receive(targets, start)
+            if found is None or found.__class__ is tuple:
+                return found
+            sweep = sweep or found == _SWEEP  # an expired message is due: Python drops it
         seg.acquire()
         clean = False
         try:
             now = _monotonic()
-            if not start & 7:  # amortised expiry sweep: 1 entry per receive
+            if sweep:
                 store.sweep(now, 8)
             found = store.receive(targets, start, now)
             if found is None and waiter is not None:
@@ -350,8 +369,8 @@ class ShmChannelLayer(BaseChannelLayer):
     def receive_batch(self, channels: Iterable[str], limit: int = 64) -> list[tuple[str, dict[str, Any]]]:
         """Take up to ``limit`` available messages from ``channels`` without waiting.
 
-        An interface process drains its process channel after each wake-up: one lock
-        round for the whole batch instead of one per message plus an empty last one.
+        An interface process drains its process channel after each wake-up; when the
+        lock-free hint says the channels are empty, no lock is taken at all.
 
         Returns:
             ``[(channel, message), ...]`` in the order ``receive`` would return them;
@@ -366,23 +385,12 @@ class ShmChannelLayer(BaseChannelLayer):
         store = self._current()
         if not store.maybe_pending(targets):
             return []  # nothing queued: skip the lock round
-        seg = store.segment
         found = []
-        seg.acquire()
-        clean = False
-        try:
-            now = _monotonic()
-            for _ in range(limit):
-                self._rotate += 1
-                item = store.receive(targets, self._rotate, now)
-                if item is None:
-                    break
-                found.append(item)
-            if store.expired_chans or store.maybe_free:
-                store.finish(now)
-            clean = True
-        finally:
-            seg.release(clean)
+        for _ in range(limit):
+            item = self._receive_once(store, targets, None)
+            if item is None:
+                break
+            found.append(item)
         return [(name.decode("ascii"), deserialize(data)) for name, data in found]
 
     @staticmethod

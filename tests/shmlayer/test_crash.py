@@ -15,6 +15,9 @@ import pytest
 
 import shmlayer
 from shmlayer import _heap, _store
+from shmlayer._fastpath import LAYOUT
+
+from .pathswitch import use_python_path
 
 Make = Callable[..., shmlayer.ShmChannelLayer]
 ctx = multiprocessing.get_context("fork")
@@ -71,7 +74,7 @@ def test_waiter_blocked_on_a_dead_holder_carries_on(make_layer: Make) -> None:
         killer = ctx.Process(target=lambda: (time.sleep(0.2), os.kill(proc.pid, signal.SIGKILL)), daemon=True)
         killer.start()
         start = time.monotonic()
-        layer.send("x", {})  # blocks on the flock until the kernel drops it
+        layer.send("x", {})  # blocks on the mutex until the kernel hands it over (EOWNERDEAD)
         assert 0.1 < time.monotonic() - start < 1.2
         killer.join(5)
     finally:
@@ -79,9 +82,11 @@ def test_waiter_blocked_on_a_dead_holder_carries_on(make_layer: Make) -> None:
     assert layer.receive(["x"]) == ("x", {})
 
 
-def _busy(name: str, seed: int) -> None:
+def _busy(name: str, seed: int, python_only: bool = False) -> None:
     rng = random.Random(seed)
     layer = shmlayer.ShmChannelLayer(name=name)
+    if python_only:
+        use_python_path(layer)
     n = 0
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -152,7 +157,7 @@ def _die_inside(name: str, cls: Any, method: str, after_calls: int) -> None:
         return result
 
     setattr(cls, method, patched)
-    _busy(name, after_calls)
+    _busy(name, after_calls, python_only=True)
 
 
 @pytest.mark.parametrize("cls,method", _INJECTION_POINTS, ids=[f"{c.__name__}.{m}" for c, m in _INJECTION_POINTS])
@@ -173,6 +178,44 @@ def test_crash_injected_inside_critical_sections(make_layer: Make, cls: Any, met
         assert time.monotonic() - start < 1.0
         assert layer.verify() == []
     assert layer.stats()["global"]["recoveries"] >= 1
+
+
+def _die_in_fast_path(name: str, point: int) -> None:
+    layer = shmlayer.ShmChannelLayer(name=name)
+    segment = layer._current().segment
+    assert segment.fast is not None
+    segment.fast.crash_at(point)
+    layer.send("q1", {"from": "child"})  # points 1-4
+    layer.receive(["q1"])  # points 5-7
+    layer.send("p!x", {})  # a one-shot reply channel: created by the Python path...
+    layer.receive(["p!"])  # ...freed by the C path when emptied: points 8-9
+
+
+@pytest.mark.parametrize("point", range(1, LAYOUT["CRASH_POINTS"] + 1))
+def test_crash_inside_the_c_fast_path(make_layer: Make, point: int) -> None:
+    layer = make_layer()
+    for n in range(3):
+        layer.send("q1", {"keep": n})
+    layer.receive(["p!"])  # the p! entry exists, as in an interface process
+    proc = ctx.Process(target=_die_in_fast_path, args=(layer.segment_name, point), daemon=True)
+    proc.start()
+    proc.join(10)
+    _kill(proc)
+    assert proc.exitcode == -signal.SIGKILL, "the crash point was never reached"
+    start = time.monotonic()
+    layer.send("probe", {})
+    assert layer.receive(["probe"]) == ("probe", {})
+    assert time.monotonic() - start < 1.0
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+    kept = []
+    while (message := layer.receive(["q1"])[1]) is not None:
+        kept.append(message.get("keep"))
+    # At most the child's in-flight message is lost; keep 1 and 2 were never touched.
+    assert [k for k in kept if k is not None][-2:] == [1, 2]
+    assert layer.receive(["p!"]) in ((None, None), ("p!x", {}))
+    assert layer.verify() == []
+    _stats_ok(layer.segment_name)
 
 
 def test_dead_waiter_slot_is_reclaimed(make_layer: Make) -> None:
