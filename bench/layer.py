@@ -31,6 +31,8 @@ BURST = 20000
 PINGS = 2000
 GROUP_SIZES = (1, 100, 1000)
 GROUP_ROUNDS = 5
+#: Cross-process throughput runs per side, alternating shm and MQ; the median is reported.
+REPEATS = 3
 _ctx = multiprocessing.get_context("fork")
 
 
@@ -298,12 +300,17 @@ def run() -> str:
         layer = _shm_layer(capacity=100)
         try:
             row["shm_pairs"] = _pairs(layer, message, PAIRS if nbytes < 1024 else PAIRS // 2)
-            row["shm_burst"] = _shm_burst(layer, message, BURST if nbytes < 1024 else BURST // 2)
+            burst = BURST if nbytes < 1024 else BURST // 2
+            shm_bursts, mq_bursts = [], []
+            for _ in range(REPEATS):  # alternating, so a noisy neighbour hits both sides
+                shm_bursts.append(_shm_burst(layer, message, burst))
+                mq_bursts.append(_mq_burst(data, burst))
+            row["shm_burst"] = statistics.median(shm_bursts)
+            row["mq_burst"] = statistics.median(mq_bursts)
             row["shm_ping"] = _shm_pingpong(layer, message, PINGS)
         finally:
             layer.unlink()
         row["mq_pairs"] = _mq_pairs(data, PAIRS if nbytes < 1024 else PAIRS // 2)
-        row["mq_burst"] = _mq_burst(data, BURST if nbytes < 1024 else BURST // 2)
         row["mq_ping"] = _mq_pingpong(data, PINGS)
         inmem = _inmemory()
         if inmem is None:
@@ -340,14 +347,15 @@ def _report(out: dict[str, dict[str, Any]], groups: dict[int, dict[str, Any]], n
         "`InMemoryChannelLayer`. Cross-process rows fork one peer process; latency is a ping on one "
         "channel answered by a pong on another (round trip, blocking receive on both sides). "
         f"Messages are a dict holding one bytes value. Section ran in {took:.0f} s.\n",
-        "Reading the ratios: a MessageQueue message is one C system call on each side; a layer "
-        "message also validates the dict, encodes it with msgpack, finds the channel by name, "
-        "takes the segment lock (two flock calls, kept because the kernel releases them when a "
-        "holder dies) and checks capacity and expiry, all in Python (about 5-7 µs per send or "
-        "receive on this kind of machine), which bounds the layer's cross-process throughput "
-        "well below the floor. Latency is where the layer is close: a blocking receive watches "
-        "the send counter for 100 µs, yielding the CPU each turn, before sleeping on its socket "
-        "(the MQ round trip sleeps in the kernel on both sides).\n",
+        "Reading the ratios: a MessageQueue message is one C system call on each side. A layer "
+        "send validates the dict and encodes it with msgpack in Python (about 0.8 µs), then one C "
+        "call takes the segment lock (a robust process-shared mutex: one atomic instruction when "
+        "free, no system call), finds the channel, checks capacity and expiry, copies the payload "
+        "into the segment and links it; a receive is the mirror image. About 1.5 µs per send or "
+        "receive on this machine. Producer → consumer rows are the median of "
+        f"{REPEATS} runs per side, alternating. A blocking receive watches the send counter for "
+        "100 µs, yielding the CPU each turn, before sleeping on its socket (the MQ round trip "
+        "sleeps in the kernel on both sides).\n",
         "| exchange | size | shm layer | raw MessageQueue | shm / MQ | in-memory layer |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
