@@ -293,27 +293,17 @@ class ShmChannelLayer(BaseChannelLayer):
             self._waker.wake(self.segment_name, seg.epoch, result)
             return
         # Anything but the common case (new entry, full, expired messages due): Python.
-        seg.acquire()
-        clean = False
-        wake = None
-        try:
-            now = _monotonic()
-            if result == _SWEEP:
-                store.sweep(now, 8)
-            status = store.send(name, h, data, now, now + self.expiry, cap)
-            if store.expired_chans or store.maybe_free:
-                store.finish(now)
-            if store.wake:
-                wake, store.wake = store.wake, []
-            clean = True
-        finally:
-            seg.release(clean)
-        if wake:
-            self._waker.wake(self.segment_name, seg.epoch, wake)
+        status = self._locked(store, self._send_in_python, store, name, h, data, cap, result == _SWEEP)
         if status:
             if status == FULL:
                 raise ChannelFull(f"channel {channel!r} is full")
             raise SegmentFull(f"channel layer segment {self.segment_name!r} is full (memory or tables)")
+
+    def _send_in_python(self, store: Store, name: bytes, h: int, data: bytes, cap: int, sweep: bool) -> int:
+        now = _monotonic()
+        if sweep:
+            store.sweep(now, 8)
+        return store.send(name, h, data, now, now + self.expiry, cap)
 
     def new_channel(self, pattern: str) -> str:
         """A fresh single-reader channel name ``pattern + random`` (pattern ends in ``?``)."""
