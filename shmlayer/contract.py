@@ -244,6 +244,7 @@ class BaseChannelLayer:
         group_expiry: seconds a membership lives after its last ``group_add``.
         capacity: live messages a channel holds before ``send`` raises ``ChannelFull``.
         channel_capacity: ``{glob or compiled regex: capacity}``; first match wins.
+        max_message_size: largest *serialised* (msgpack) message in bytes (default 1 MiB).
     """
 
     extensions: list[str] = []
@@ -257,9 +258,12 @@ class BaseChannelLayer:
         group_expiry: int = 86400,
         capacity: int = 100,
         channel_capacity: Mapping[Any, int] | None = None,
+        max_message_size: int = 1024 * 1024,
     ) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise TypeError(f"capacity must be a positive int, not {capacity!r}")
+        if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
+            raise TypeError(f"max_message_size must be a positive int of bytes, not {max_message_size!r}")
         if not isinstance(expiry, (int, float)) or expiry <= 0:
             raise TypeError(f"expiry must be a positive number of seconds, not {expiry!r}")
         if not isinstance(group_expiry, int) or group_expiry <= 0:
@@ -268,6 +272,25 @@ class BaseChannelLayer:
         self.group_expiry = group_expiry
         self.capacity = capacity
         self.channel_capacity = compile_capacities(channel_capacity)
+        self.max_message_size = max_message_size
+
+    def encode_message(self, message: object) -> bytes:
+        """Validate and serialise ``message`` for ``send``/``send_group``.
+
+        Raises:
+            TypeError: not an ASGI message (see :func:`validate_message`).
+            MessageTooLarge: over ``max_message_size`` once serialised.
+        """
+        validate_message(message)
+        try:
+            data = serialize(message)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"Message cannot be serialised: {exc}") from exc
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"Message is {len(data)} bytes serialised, over max_message_size {self.max_message_size}"
+            )
+        return data
 
     def get_capacity(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching ``channel_capacity`` entry, else ``capacity``."""

@@ -33,12 +33,9 @@ from ._waiters import Waiter, WakeSender
 from .contract import (
     BaseChannelLayer,
     ChannelFull,
-    MessageTooLarge,
     deserialize,
-    serialize,
     validate_channel_name,
     validate_group_name,
-    validate_message,
 )
 
 __all__ = ["LayoutVersionMismatch", "SegmentError", "SegmentFull", "ShmChannelLayer"]
@@ -113,19 +110,16 @@ class ShmChannelLayer(BaseChannelLayer):
         _create: bool = True,
     ) -> None:
         super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity,
-                         channel_capacity=channel_capacity)
-        for label, value in (("size", size), ("max_message_size", max_message_size), ("mode", mode)):
+                         channel_capacity=channel_capacity, max_message_size=max_message_size)
+        for label, value in (("size", size), ("mode", mode)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{label} must be an int, not {value!r}")
         if not L.MIN_SEGMENT_SIZE <= size <= L.MAX_SEGMENT_SIZE:
             raise ValueError(f"size must be between {L.MIN_SEGMENT_SIZE} and {L.MAX_SEGMENT_SIZE} bytes, not {size}")
-        if max_message_size < 1:
-            raise TypeError(f"max_message_size must be a positive int, not {max_message_size!r}")
         if not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits like 0o600, not {mode!r}")
         self.segment_name = validate_segment_name(name) if name is not None else default_segment_name()
         self.size = size
-        self.max_message_size = max_message_size
         self.mode = mode
         self._create = _create
         self._lock = threading.Lock()  # guards the waiter pool and (re)attaching
@@ -263,15 +257,6 @@ class ShmChannelLayer(BaseChannelLayer):
             self._send_names[channel] = target
         return target
 
-    def _encode(self, message: object) -> bytes:
-        validate_message(message)
-        data = serialize(message)  # type: ignore[arg-type]
-        if len(data) > self.max_message_size:
-            raise MessageTooLarge(
-                f"message is {len(data)} bytes serialised, over max_message_size {self.max_message_size}"
-            )
-        return data
-
     def send(self, channel: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on ``channel``.
 
@@ -282,7 +267,7 @@ class ShmChannelLayer(BaseChannelLayer):
             SegmentFull: (a ChannelFull) no memory left in the segment.
         """
         name, h, cap = self._send_target(channel)
-        data = self._encode(message)
+        data = self.encode_message(message)
         store = self._current()
         seg = store.segment
         assert seg.fast is not None
@@ -575,7 +560,7 @@ class ShmChannelLayer(BaseChannelLayer):
             MessageTooLarge: serialised message over ``max_message_size``.
         """
         validate_group_name(group)
-        data = self._encode(message)
+        data = self.encode_message(message)
         gname = group.encode("ascii")
         store = self._current()
         now = _monotonic()

@@ -51,12 +51,9 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from shmlayer.contract import (
     BaseChannelLayer,
     ChannelFull,
-    MessageTooLarge,
     deserialize,
-    serialize,
     validate_channel_name,
     validate_group_name,
-    validate_message,
 )
 
 __all__ = ["BLOCK_TIMEOUT", "InMemoryChannelLayer"]
@@ -122,11 +119,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         max_message_size: int = 1024 * 1024,
     ) -> None:
         super().__init__(
-            expiry=expiry, group_expiry=group_expiry, capacity=capacity, channel_capacity=channel_capacity
+            expiry=expiry, group_expiry=group_expiry, capacity=capacity, channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
         )
-        if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
-            raise TypeError(f"max_message_size must be a positive int of bytes, not {max_message_size!r}")
-        self.max_message_size = max_message_size
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._queues: dict[str, deque[_Entry]] = {}
@@ -153,7 +148,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             MessageTooLarge: the serialised message is over ``max_message_size``.
         """
         validate_channel_name(channel)
-        payload = self._encode(message)
+        payload = self.encode_message(message)
         with self._lock:
             now = time.monotonic()
             self._expire(now)
@@ -300,7 +295,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             MessageTooLarge: the serialised message is over ``max_message_size``.
         """
         validate_group_name(group)
-        payload = self._encode(message)
+        payload = self.encode_message(message)
         woken: list[asyncio.Future[None]] = []
         with self._lock:
             now = time.monotonic()
@@ -418,18 +413,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             }
 
     # ------------------------------------------------- internals (lock held)
-
-    def _encode(self, message: object) -> bytes:
-        validate_message(message)
-        try:
-            payload = serialize(message)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"Message cannot be serialised: {exc}") from exc
-        if len(payload) > self.max_message_size:
-            raise MessageTooLarge(
-                f"Message is {len(payload)} bytes serialised; this layer takes at most {self.max_message_size}"
-            )
-        return payload
 
     @staticmethod
     def _receive_names(channels: Iterable[str]) -> list[str]:

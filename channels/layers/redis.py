@@ -26,13 +26,10 @@ import redis.exceptions
 from shmlayer.contract import (
     BaseChannelLayer,
     ChannelFull,
-    MessageTooLarge,
     deserialize,
     random_suffix,
-    serialize,
     validate_channel_name,
     validate_group_name,
-    validate_message,
 )
 
 from ._redis_crypto import make_crypter
@@ -126,18 +123,16 @@ class RedisChannelLayer(BaseChannelLayer):
                 "group_expiry, capacity, channel_capacity, symmetric_encryption_keys, max_message_size, "
                 "connect_timeout, socket_timeout, connection_kwargs"
             )
-        super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(expiry=expiry, group_expiry=group_expiry, capacity=capacity, channel_capacity=channel_capacity,
+                         max_message_size=max_message_size)
         if not isinstance(prefix, str) or not prefix:
             raise TypeError(f"prefix must be a non-empty str, not {prefix!r}")
-        if not isinstance(max_message_size, int) or isinstance(max_message_size, bool) or max_message_size < 1:
-            raise TypeError(f"max_message_size must be a positive int, not {max_message_size!r}")
         for name, value in (("connect_timeout", connect_timeout), ("socket_timeout", socket_timeout)):
             if not isinstance(value, (int, float)) or value <= 0:
                 raise TypeError(f"{name} must be a positive number of seconds, not {value!r}")
         if socket_timeout <= BLOCKING_WAIT:
             raise TypeError(f"socket_timeout must exceed the {BLOCKING_WAIT} s blocking receive wait")
         self.prefix = prefix
-        self.max_message_size = max_message_size
         self.crypter = make_crypter(symmetric_encryption_keys)
         self.shards: list[Shard] = make_shards(hosts, connect_timeout, socket_timeout, connection_kwargs)
         self._expiry_ms = max(1, int(self.expiry * 1000))
@@ -189,10 +184,7 @@ class RedisChannelLayer(BaseChannelLayer):
                     logger.warning("could not drop %r from group %r: %s", channel, group, exc)
 
     def _encode(self, message: Any) -> bytes:
-        validate_message(message)
-        data = serialize(message)
-        if len(data) > self.max_message_size:
-            raise MessageTooLarge(f"Message is {len(data)} bytes serialised; the limit is {self.max_message_size}")
+        data = self.encode_message(message)
         return self.crypter.encrypt(data) if self.crypter else data
 
     def _decode(self, channel: str, body: bytes) -> dict[str, Any]:
