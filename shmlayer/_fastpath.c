@@ -694,6 +694,32 @@ out:
     return PyLong_FromLong(code);
 }
 
+/* pending(targets) -> bool: True unless every target's queue looks empty. Reads without
+ * the lock (bounded walks, bounds-checked indices), so it is only a hint, possibly stale
+ * either way: callers use it to skip a lock round, never to decide to sleep. */
+static PyObject *fp_pending(FastPath *s, PyObject *targets) {
+    if (!PyList_Check(targets)) {
+        PyErr_SetString(PyExc_TypeError, "pending(targets: list[tuple[bytes, int]])");
+        return NULL;
+    }
+    if (check_bound(s) < 0)
+        return NULL;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(targets); k++) {
+        PyObject *t = PyList_GET_ITEM(targets, k);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(t, 1))) {
+            PyErr_SetString(PyExc_TypeError, "pending() targets must be (bytes, int) tuples");
+            return NULL;
+        }
+        PyObject *name = PyTuple_GET_ITEM(t, 0);
+        uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(t, 1));
+        uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h);
+        if (q && *U32(s, CH(s, q) + C_HEAD))
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyObject *fp_release(FastPath *s, PyObject *noargs) {
     if (s->bound) {
         s->bound = 0;
@@ -776,6 +802,7 @@ static PyMethodDef fp_methods[] = {
     {"unlock", (PyCFunction)fp_unlock, METH_NOARGS, "Release the segment lock."},
     {"send", (PyCFunction)(void (*)(void))fp_send, METH_FASTCALL, "Queue a message in the common case."},
     {"receive", (PyCFunction)(void (*)(void))fp_receive, METH_FASTCALL, "Take a message in the common case."},
+    {"pending", (PyCFunction)fp_pending, METH_O, "Lock-free hint: might any target hold a message?"},
     {"release", (PyCFunction)fp_release, METH_NOARGS, "Let go of the mapping (before it is closed)."},
     {"set_pid", (PyCFunction)fp_set_pid, METH_O, "The pid written to the dirty word (after fork)."},
     {"crash_at", (PyCFunction)fp_crash_at, METH_O, "Tests only: SIGKILL this process at fault-injection point N (0: off)."},

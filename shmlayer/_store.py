@@ -375,21 +375,14 @@ class Store(GroupTable, WaiterSlots):
     # ==================================================================== receive
 
     def maybe_pending(self, targets: list[tuple[bytes, int]]) -> bool:
-        """Lock-free hint: False only if every target is known and its queue looked empty.
+        """Lock-free hint: False only if every target's queue looked empty.
 
-        Read without the lock, so it may be stale either way; callers use it only to skip
-        a lock round (a spinning or draining receiver), never to decide to sleep: arming
-        still happens under the lock after a real check.
+        Read without the lock (``FastPath.pending``), so it may be stale either way;
+        callers use it only to skip a lock round (a spinning or draining receiver), never
+        to decide to sleep: arming still happens under the lock after a real check.
         """
-        u32, cw, cache = self.u32, self.cw, self._chan_cache
-        for name, _h in targets:
-            cached = cache.get(name)
-            if cached is None:
-                return True
-            e = cw + cached[0] * CW
-            if u32[e + C_GEN] != cached[1] or not u32[e + C_FLAGS] & 1 or u32[e + C_HEAD]:
-                return True
-        return False
+        fast = self.segment.fast
+        return fast is None or fast.pending(targets)
 
     def receive(self, targets: list[tuple[bytes, int]], start: int, now: float) -> tuple[bytes, bytes] | None:
         """Pop the first live message of the first non-empty target (from ``start``).

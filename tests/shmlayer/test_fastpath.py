@@ -170,3 +170,16 @@ def test_a_closed_layer_refuses_fast_calls(make_layer: Make) -> None:
         fast.send(b"x", 0, b"", 1.0)
     with pytest.raises(ValueError, match="closed"):
         fast.lock()
+
+
+def test_pending_hint_follows_the_queues(make_layer: Make) -> None:
+    layer = make_layer()
+    store = layer._current()
+    targets = [(b"a", shmlayer.layer.name_hash(b"a")), (b"p!", shmlayer.layer.name_hash(b"p!"))]
+    assert store.maybe_pending(targets) is False  # neither exists
+    layer.send("p!x", {})
+    assert store.maybe_pending(targets) is True  # queued on p! for p!x
+    assert layer.receive(["a", "p!"]) == ("p!x", {})
+    assert store.maybe_pending(targets) is False
+    with pytest.raises(TypeError):
+        store.maybe_pending([("a", 1)])  # type: ignore[list-item]
