@@ -152,6 +152,14 @@ class Worker:
         """The channels this worker receives on: the router's, filtered by the globs."""
         return filter_channels(self.channel_layer.router.channels, self.only_channels, self.exclude_channels)
 
+    def no_channels_message(self) -> str:
+        """One line for the user when :meth:`listen_channels` is empty: what the routing
+        names and what the filters kept."""
+        return (
+            f"No channels to listen on: routing names {', '.join(sorted(self.channel_layer.router.channels)) or 'none'}; "
+            f"only channels {list(self.only_channels or []) or '-'}, exclude channels {list(self.exclude_channels or []) or '-'}"
+        )
+
     def stop(self) -> None:
         """Graceful stop: finish the current message(s), then ``run()`` returns 0.
 
@@ -193,11 +201,7 @@ class Worker:
         try:
             channels = self.listen_channels()
             if not channels:
-                logger.error(
-                    "No channels to listen on (routing names %s; only=%s, exclude=%s)",
-                    ", ".join(sorted(self.channel_layer.router.channels)) or "none",
-                    self.only_channels or "-", self.exclude_channels or "-",
-                )
+                logger.error("%s", self.no_channels_message())
                 return EXIT_CONFIG
             logger.info("Listening on channels %s (%d thread%s)", ", ".join(channels), self.threads,
                         "" if self.threads == 1 else "s")

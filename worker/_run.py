@@ -152,10 +152,7 @@ def run_worker(
             signal_handlers=True, verbosity=verbosity, parent_pid=parent,
         )
         if not worker.listen_channels():
-            raise WorkerConfigError(
-                f"No channels to listen on: routing names {sorted(wrapper.router.channels)}, "
-                f"only_channels={list(only_channels or [])}, exclude_channels={list(exclude_channels or [])}"
-            )
+            raise WorkerConfigError(worker.no_channels_message())
         worker_process_ready.send(sender=worker)
     except WorkerConfigError as exc:
         logging.getLogger("django.channels.worker").error("Worker cannot start: %s", exc)

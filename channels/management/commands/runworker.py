@@ -82,10 +82,7 @@ class Command(BaseCommand):
             verbosity=verbosity,
         )
         if not worker.listen_channels():
-            raise CommandError(
-                f"No channels to listen on: routing names {', '.join(sorted(wrapper.router.channels))}; "
-                "check --only-channels / --exclude-channels"
-            )
+            raise CommandError(worker.no_channels_message())
         if verbosity >= 1:
             self.stderr.write(f"Running worker against channel layer {wrapper}")
         worker_process_ready.send(sender=worker)
