@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server chromium chromium-driver wrk
+APT_PACKAGES := redis-server chromium chromium-driver wrk gcc libc6-dev python3-dev
 
 .PHONY: install system-deps run test bench conformance clean
 
