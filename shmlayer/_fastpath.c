@@ -433,6 +433,28 @@ static int collect_waiters(FastPath *s, uint32_t bucket, PyObject *wake) {
     return 0;
 }
 
+/* _slots.WaiterSlots.arm: slot ``slot`` sleeps on the buckets of ``targets``. */
+static void arm(FastPath *s, uint32_t slot, PyObject *targets) {
+    uint64_t w = (uint64_t)s->waiter_off + (uint64_t)slot * WAITER_SIZE;
+    if (*U32(s, w + W_STATE) == STATE_ARMED)
+        disarm(s, w);
+    Py_ssize_t count = PyList_GET_SIZE(targets);
+    if (count > 28) {
+        *U32(s, w + W_NB) = WILDCARD;
+        *U32(s, H_WILD) = *U32(s, H_WILD) + 1;
+    } else {
+        *U32(s, w + W_NB) = (uint32_t)count;
+        for (Py_ssize_t k = 0; k < count; k++) {
+            uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(PyList_GET_ITEM(targets, k), 1));
+            uint32_t b = h & s->cmask;
+            *U32(s, w + W_BUCKETS + 4ull * (uint64_t)k) = b;
+            volatile uint32_t *armed = U32(s, s->bucket_waiters_off + 4ull * b);
+            *armed = *armed + 1;
+        }
+    }
+    *U32(s, w + W_STATE) = STATE_ARMED;
+}
+
 /* --------------------------------------------------------------------- methods */
 
 static PyObject *fp_init_lock(FastPath *s, PyObject *noargs) {
@@ -582,11 +604,13 @@ out:
     return PyLong_FromLong(result);
 }
 
-/* receive(targets, start) -> (name, payload) | None | SLOW | SWEEP
- * ``targets`` is a list of (name: bytes, hash: int), visited from ``start`` round-robin. */
+/* receive(targets, start, slot=-1) -> (name, payload) | None | SLOW | SWEEP
+ * ``targets`` is a list of (name: bytes, hash: int), visited from ``start`` round-robin.
+ * With a waiter ``slot``, finding nothing arms it on the targets (under the same lock, so
+ * no send can slip between the check and the arming). */
 static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "receive(targets: list[tuple[bytes, int]], start: int)");
+    if (nargs < 2 || nargs > 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "receive(targets: list[tuple[bytes, int]], start: int, slot: int = -1)");
         return NULL;
     }
     if (check_bound(s) < 0)
@@ -596,6 +620,13 @@ static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     if (start == -1 && PyErr_Occurred())
         return NULL;
+    long slot = nargs == 3 ? PyLong_AsLong(args[2]) : -1;
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (slot >= (long)s->n_waiters) {
+        PyErr_SetString(PyExc_ValueError, "waiter slot out of range");
+        return NULL;
+    }
     if (count == 0)
         Py_RETURN_NONE;
     for (Py_ssize_t k = 0; k < count; k++) {
@@ -687,6 +718,8 @@ static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs
         leave(s);
         return result;
     }
+    if (slot >= 0)
+        arm(s, (uint32_t)slot, targets);
     leave(s);
     Py_RETURN_NONE;
 out:
@@ -718,6 +751,26 @@ static PyObject *fp_pending(FastPath *s, PyObject *targets) {
             Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;
+}
+
+/* disarm(slot) -> bool: False if the dirty word is set (the Python path then repairs
+ * the segment and disarms). */
+static PyObject *fp_disarm(FastPath *s, PyObject *arg) {
+    long slot = PyLong_AsLong(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (slot < 0 || slot >= (long)s->n_waiters) {
+        PyErr_SetString(PyExc_ValueError, "waiter slot out of range");
+        return NULL;
+    }
+    if (check_bound(s) < 0)
+        return NULL;
+    int entered = enter(s);
+    if (entered)
+        return entered < 0 ? NULL : PyBool_FromLong(0);
+    disarm(s, (uint64_t)s->waiter_off + (uint64_t)slot * WAITER_SIZE);
+    leave(s);
+    Py_RETURN_TRUE;
 }
 
 static PyObject *fp_release(FastPath *s, PyObject *noargs) {
@@ -802,6 +855,7 @@ static PyMethodDef fp_methods[] = {
     {"unlock", (PyCFunction)fp_unlock, METH_NOARGS, "Release the segment lock."},
     {"send", (PyCFunction)(void (*)(void))fp_send, METH_FASTCALL, "Queue a message in the common case."},
     {"receive", (PyCFunction)(void (*)(void))fp_receive, METH_FASTCALL, "Take a message in the common case."},
+    {"disarm", (PyCFunction)fp_disarm, METH_O, "Disarm a waiter slot under the lock."},
     {"pending", (PyCFunction)fp_pending, METH_O, "Lock-free hint: might any target hold a message?"},
     {"release", (PyCFunction)fp_release, METH_NOARGS, "Let go of the mapping (before it is closed)."},
     {"set_pid", (PyCFunction)fp_set_pid, METH_O, "The pid written to the dirty word (after fork)."},

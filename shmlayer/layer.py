@@ -318,12 +318,11 @@ class ShmChannelLayer(BaseChannelLayer):
         start = self._rotate
         seg = store.segment
         sweep = not start & 7  # amortised expiry sweep: 1 entry per receive
-        if waiter is None:
-            assert seg.fast is not None
-            found = seg.fast.receive(targets, start)
-            if found is None or found.__class__ is tuple:
-                return found
-            sweep = sweep or found == _SWEEP  # an expired message is due: Python drops it
+        assert seg.fast is not None
+        found = seg.fast.receive(targets, start, -1 if waiter is None else waiter.slot)
+        if found is None or found.__class__ is tuple:
+            return found
+        sweep = sweep or found == _SWEEP  # an expired message is due: Python drops it
         seg.acquire()
         clean = False
         try:
@@ -501,7 +500,9 @@ class ShmChannelLayer(BaseChannelLayer):
         if store.waiter_armed(waiter.slot):
             # Reading the state without the lock is safe: only a sender turns ARMED into
             # IDLE, and only we turn IDLE into ARMED.
-            self._locked(store, store.disarm, waiter.slot)
+            fast = store.segment.fast
+            if fast is None or not fast.disarm(waiter.slot):
+                self._locked(store, store.disarm, waiter.slot)
         with self._lock:
             self._pool.append(waiter)
 

@@ -183,3 +183,27 @@ def test_pending_hint_follows_the_queues(make_layer: Make) -> None:
     assert store.maybe_pending(targets) is False
     with pytest.raises(TypeError):
         store.maybe_pending([("a", 1)])  # type: ignore[list-item]
+
+
+def test_arming_a_waiter_makes_the_same_stores_as_the_python_path(make_layer: Make) -> None:
+    fast = make_layer()
+    python = make_layer()
+    use_python_path(python)
+    names = [["a", "b!"], [f"c{n}" for n in range(40)]]  # 40 names: armed on every channel
+    for layer in (fast, python):
+        layer.send("a", {})  # an entry that exists, next to ones that do not
+        assert layer.receive(["a"]) == ("a", {})
+    for channels in names:
+        waiters = []
+        for layer in (fast, python):
+            store = layer._current()
+            waiter = layer._take_waiter(store)
+            waiters.append((layer, store, waiter))
+            assert layer._receive_once(store, layer._receive_targets(channels), waiter) is None
+            assert store.waiter_armed(waiter.slot)
+        assert _image(fast) == _image(python)
+        for layer, store, waiter in waiters:
+            layer._give_back(store, waiter)
+            assert not store.waiter_armed(waiter.slot)
+        assert _image(fast) == _image(python)
+    assert fast.verify() == [] and python.verify() == []
