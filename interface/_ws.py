@@ -9,6 +9,13 @@ assembled, empty ones included) becomes one ``websocket.receive`` with the next
 ``websocket.disconnect`` with ``order`` = last + 1 and the close code (1006 when the
 socket just dropped). Ping/pong keepalive and the connection lifetime stay in here.
 
+Frames: the core finds the frame boundaries itself. A whole, masked, unfragmented
+text or binary frame of up to 64 KiB (nearly every frame) is decoded here with the
+helpers of ``_frames.py``; every other frame goes to wsproto whole and in order, so
+wsproto's errors and close handling stay the only ones. Outgoing messages are built
+here too, as single frames. Compression always goes through the one
+``PerMessageDeflate`` object wsproto negotiated.
+
 Lifecycle (RFC 6455 §4 and §7), applied by ``_lifecycle.Lifecycle``::
 
     HANDSHAKE --accept--> OPEN --close (ours)--> CLOSING --remote_close/drop--> CLOSED
@@ -37,9 +44,11 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 from wsproto.utilities import RemoteProtocolError
 
 from . import _asgi1
+from ._frames import FAST_MAX, OP_BINARY, OP_TEXT, encode_frame, parse_head, unmask
 from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull
 from ._lifecycle import ConnectionCore
 from ._options import Options
@@ -52,6 +61,15 @@ log = logging.getLogger("interface.websocket")
 MAX_HELD = 64 * 1024
 #: Seconds a ``websocket.receive`` may wait for room in the layer before close 1013.
 RECEIVE_RETRY_FOR = 1.0
+
+_RSV1 = RsvBits(True, False, False)
+_NO_RSV = RsvBits(False, False, False)
+
+
+class _ServerSide:
+    """The ``proto`` argument of wsproto's extension hooks: they only read ``client``."""
+
+    client = False
 
 
 class WSState(Enum):
@@ -113,6 +131,14 @@ class WebSocketConnection(ConnectionCore[WSState]):
         self._closing_since = 0.0
         self._deadline = now + options.websocket_connect_timeout
         self._ws = WSConnection(ConnectionType.SERVER)
+        self._deflate = PerMessageDeflate()
+        self._deflate_on = False
+        # Frame boundaries, tracked here for the fast path (see _frames.py): unparsed
+        # bytes, bytes of the current frame still owed to wsproto, and whether wsproto
+        # is in the middle of a fragmented message.
+        self._rx = bytearray()
+        self._passthru = 0
+        self._frag_open = False
         self._offered: list[str] = []
         self.path = request.target.decode("latin-1")
         try:
@@ -170,8 +196,7 @@ class WebSocketConnection(ConnectionCore[WSState]):
             return
         self._last_rx = self._clock()
         self._ping_sent = None
-        self._ws.receive_data(data)
-        self._process()
+        self._feed(data)
 
     def connection_lost(self) -> None:
         """The socket broke: the peer is gone without a close frame (code 1006)."""
@@ -257,6 +282,86 @@ class WebSocketConnection(ConnectionCore[WSState]):
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Split incoming bytes into frames: common ones here, the rest through wsproto."""
+        rx = self._rx
+        if rx:
+            rx += data
+            buf: bytes | bytearray = rx
+        else:
+            buf = data
+        pos = 0
+        end = len(buf)
+        life = self._life
+        while pos < end:
+            state = life.state
+            if state is WSState.CLOSED:
+                rx.clear()
+                return
+            if self._passthru:
+                take = min(self._passthru, end - pos)
+                self._passthru -= take
+                self._ws.receive_data(bytes(buf[pos:pos + take]))
+                pos += take
+                self._process()
+                continue
+            head = parse_head(buf, pos)
+            if head is None:
+                break
+            first = head.first
+            opcode = first & 0x0F
+            rsv = first & 0x70
+            if (first & 0x80 and (opcode == OP_TEXT or opcode == OP_BINARY) and state is WSState.OPEN
+                    and not self._frag_open and head.masked and head.minimal and head.length <= FAST_MAX
+                    and (not rsv or (rsv == 0x40 and self._deflate_on))
+                    and self._ws.state is ConnectionState.OPEN):
+                total = head.size + head.length
+                if end - pos < total:
+                    break  # wait for the whole frame
+                self._fast_message(buf, pos, head.size, head.length, opcode, bool(rsv))
+                pos += total
+                continue
+            # Any other frame goes to wsproto whole, from its first byte, as it arrives.
+            if opcode <= OP_BINARY:
+                self._frag_open = not first & 0x80
+            self._passthru = head.size + head.length
+        if life.state is WSState.CLOSED:
+            rx.clear()
+        elif buf is rx:
+            del rx[:pos]
+        elif pos < end:
+            rx += buf[pos:]
+
+    def _fast_message(self, buf: bytes | bytearray, pos: int, size: int, length: int, opcode: int,
+                      compressed: bool) -> None:
+        """One whole masked text/binary frame: unmask, inflate, decode, forward."""
+        start = pos + size
+        payload = unmask(buf[start:start + length], buf[start - 4:start])
+        if compressed:
+            deflate = self._deflate
+            op = Opcode.TEXT if opcode == OP_TEXT else Opcode.BINARY
+            deflate.frame_inbound_header(_ServerSide, op, _RSV1, length)  # type: ignore[arg-type]
+            inflated = deflate.frame_inbound_payload_data(_ServerSide, payload)  # type: ignore[arg-type]
+            tail = deflate.frame_inbound_complete(_ServerSide, True)  # type: ignore[arg-type]
+            if isinstance(inflated, CloseReason) or isinstance(tail, CloseReason):
+                self._on_close(CloseConnection(code=CloseReason.INVALID_FRAME_PAYLOAD_DATA,
+                                               reason="invalid compressed data"))
+                return
+            payload = inflated + tail if tail else inflated
+        data: str | bytes
+        if opcode == OP_TEXT:
+            try:
+                data = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._on_close(CloseConnection(code=CloseReason.INVALID_FRAME_PAYLOAD_DATA, reason=str(exc)))
+                return
+        else:
+            data = payload
+        if len(data) > self.options.websocket_max_message_size:
+            self._local_close(1009, notify=True)
+            return
+        self._forward(data)
+
     def _process(self) -> None:
         for event in self._ws.events():
             kind = type(event)
@@ -323,20 +428,20 @@ class WebSocketConnection(ConnectionCore[WSState]):
     def _accept(self) -> None:
         subprotocol = next((p for p in self._offered if p in self.options.ws_protocols), None)
         try:
-            self._out += self._ws.send(AcceptConnection(subprotocol=subprotocol, extensions=[PerMessageDeflate()]))
+            self._out += self._ws.send(AcceptConnection(subprotocol=subprotocol, extensions=[self._deflate]))
         except Exception as exc:  # wsproto LocalProtocolError: a bug, but never hang the client
             log.error("cannot accept WebSocket %s: %s", self.reply_channel, exc)
             self._drop(1006)
             return
         self._life.fire("accept")
+        self._deflate_on = self._deflate.enabled()
         self._access("WSCONNECT")
         self._last_rx = self._clock()
         self._set_open_deadline()
         if self._held:
             held = bytes(self._held)
             self._held.clear()
-            self._ws.receive_data(held)
-            self._process()
+            self._feed(held)
 
     def _reject(self, status: int) -> None:
         self._write_reject(RejectConnection(status_code=status))
@@ -352,12 +457,19 @@ class WebSocketConnection(ConnectionCore[WSState]):
             log.debug("cannot send rejection: %s", exc)
 
     def _send_message(self, data: str | bytes) -> None:
+        # One unfragmented frame, built here (what wsproto would send, without its per-frame
+        # objects); wsproto's frame state only matters for fragmented sends, which we never do.
         if self._ws.state is not ConnectionState.OPEN:
             return
         if isinstance(data, str):
-            self._write(TextMessage(data=data))
+            opcode, op, payload = OP_TEXT, Opcode.TEXT, data.encode("utf-8")
         else:
-            self._write(BytesMessage(data=data))
+            opcode, op, payload = OP_BINARY, Opcode.BINARY, bytes(data)
+        rsv1 = False
+        if self._deflate_on:
+            rsv, payload = self._deflate.frame_outbound(_ServerSide, op, _NO_RSV, payload, True)  # type: ignore[arg-type]
+            rsv1 = rsv.rsv1
+        self._out += encode_frame(opcode, payload, rsv1)
 
     def _local_close(self, code: int, notify: bool) -> None:
         self._write(CloseConnection(code=code))

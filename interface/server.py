@@ -9,9 +9,9 @@ layer sends with their ChannelFull policy (``_effects.OnFull``), access-log line
 one timer at the core's next deadline.
 
 Replies come back on this process's own channel ``interface.<random>!``: one task
-awaits ``layer.receive_async`` (no polling, no thread per connection) and hands each
-message to the connection named by the part after the ``!`` (``<conn>`` or
-``<conn>.<request>``).
+(``_receiver.ReplyReceiver``: sleeps on ``layer.receive_async``, no thread per
+connection, polls only briefly while an answer is due) hands each message to the
+connection named by the part after the ``!`` (``<conn>`` or ``<conn>.<request>``).
 
 Policy choices, as in h11's example server:
 
@@ -45,6 +45,7 @@ from ._accesslog import AccessLog
 from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Upgrade
 from ._http import HTTPConnection
 from ._options import Options
+from ._receiver import ReplyReceiver
 from ._ws import WebSocketConnection
 
 __all__ = ["InterfaceServer", "run_interface"]
@@ -52,6 +53,8 @@ __all__ = ["InterfaceServer", "run_interface"]
 log = logging.getLogger("interface")
 
 _OVERLOAD_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: Channels whose messages the application usually answers at once (the receiver polls).
+_ANSWERED = frozenset(("http.request", "websocket.connect", "websocket.receive"))
 #: Outgoing bytes buffered for one slow client before it is dropped.
 MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
@@ -225,6 +228,8 @@ class _Connection(asyncio.Protocol):
     def _try_send(self, send: LayerSend) -> str:
         try:
             self.server.layer.send(send.channel, send.message)
+            if send.channel in _ANSWERED:
+                self.server.receiver.expect()
         except ChannelFull:
             return "full"
         except MessageTooLarge:
@@ -330,6 +335,7 @@ class InterfaceServer:
         self._stop_mode = "graceful"
         self._epoch: int | None = None
         self._idle: asyncio.Event | None = None
+        self.receiver = ReplyReceiver(layer, self.prefix, self._dispatch)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -353,7 +359,7 @@ class InterfaceServer:
         for sock in self.sockets:
             sock.setblocking(False)
             self._start_accepting(sock)
-        receiver = loop.create_task(self._receive_loop())
+        receiver = self.receiver.start(loop)
         ticker = loop.create_task(self._tick_loop())
         log.info("interface %s serving %d socket(s)", self.prefix, len(self.sockets))
         if self.booted is not None:
@@ -483,56 +489,6 @@ class InterfaceServer:
             conn.close()
 
     # -- the layer ------------------------------------------------------------------------------------
-
-    async def _receive_loop(self) -> None:
-        layer = self.layer
-        channels = [self.prefix]
-        batch = getattr(layer, "receive_batch", None)
-        while True:
-            if batch is not None and self._take_batch(batch, channels):
-                # Let the sockets' events run, then look again before arming a waiter:
-                # while replies keep coming, nobody has to wake this process up.
-                await asyncio.sleep(0)
-                continue
-            try:
-                channel, message = await layer.receive_async(channels, timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except ConnectionError as exc:
-                # A broker that is down (the Redis layer): one line a second, no traceback.
-                log.error("channel layer unreachable (%s); retrying in 1 s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            except Exception:
-                log.exception("receiving from the layer failed; retrying in 1 s")
-                await asyncio.sleep(1.0)
-                continue
-            if channel is None:
-                continue
-            self._dispatch(channel, message)
-            if batch is not None:
-                continue  # the next turn drains the rest in one lock round
-            # Take what else is already there before awaiting again (bursts, broadcasts).
-            for _ in range(64):
-                try:
-                    channel, message = layer.receive(channels, block=False)
-                except Exception:
-                    log.exception("receiving from the layer failed")
-                    break
-                if channel is None:
-                    break
-                self._dispatch(channel, message)
-
-    def _take_batch(self, batch: Callable[..., Any], channels: list[str]) -> bool:
-        """Dispatch what ``batch`` (the shm layer's ``receive_batch``) finds; True if any."""
-        try:
-            found = batch(channels, 64)
-        except Exception:
-            log.exception("receiving from the layer failed")
-            return False
-        for channel, message in found:
-            self._dispatch(channel, message)
-        return bool(found)
 
     def _dispatch(self, channel: str, message: dict[str, Any]) -> None:
         local = channel[len(self.prefix):]

@@ -1,0 +1,102 @@
+"""RFC 6455 framing for the common case, beside wsproto.
+
+Almost every frame a server sees is a whole, masked, unfragmented text or binary
+message of modest size; almost every frame it sends is one unfragmented message.
+wsproto handles every frame correctly but spends about 10 µs on each (a generator,
+a buffer object, enums and namedtuples per frame). The WebSocket core
+(``_ws.WebSocketConnection``) uses the helpers here for exactly those common frames
+and hands every other frame (control frames, fragments, anything malformed, anything
+while closing) to wsproto, unchanged and from a frame boundary, so wsproto's state
+never disagrees with what was seen. Compression goes through the very
+``PerMessageDeflate`` object wsproto negotiated, by its extension hooks, so the
+shared compression context stays consistent whichever path a frame takes.
+
+Pure functions on bytes; no state.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+__all__ = ["FAST_MAX", "FrameHead", "encode_frame", "parse_head", "unmask"]
+
+#: Largest payload taken by the fast path; longer frames stream through wsproto.
+FAST_MAX = 64 * 1024
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+
+_LEN16 = struct.Struct("!H")
+_LEN64 = struct.Struct("!Q")
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+class FrameHead(NamedTuple):
+    """The fixed part of one frame, as sent.
+
+    Attributes:
+        first: the first byte (FIN, RSV1-3, opcode).
+        masked: the MASK bit.
+        size: bytes of the header, masking key included.
+        length: payload length.
+        minimal: whether the length used the shortest encoding (RFC 6455 §5.2).
+    """
+
+    first: int
+    masked: bool
+    size: int
+    length: int
+    minimal: bool
+
+
+def parse_head(buf: bytes | bytearray, pos: int) -> FrameHead | None:
+    """Read the header of the frame starting at ``buf[pos]``; None if it is not all there."""
+    available = len(buf) - pos
+    if available < 2:
+        return None
+    first = buf[pos]
+    second = buf[pos + 1]
+    masked = bool(second & 0x80)
+    length = second & 0x7F
+    size = 2
+    minimal = True
+    if length == 126:
+        if available < 4:
+            return None
+        length = _LEN16.unpack_from(buf, pos + 2)[0]
+        size = 4
+        minimal = length > 125
+    elif length == 127:
+        if available < 10:
+            return None
+        length = _LEN64.unpack_from(buf, pos + 2)[0]
+        size = 10
+        minimal = 0xFFFF < length < 1 << 63
+    if masked:
+        size += 4
+    return FrameHead(first, masked, size, length, minimal)
+
+
+def unmask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
+    """XOR ``data`` with the 4-byte masking ``key`` repeated (RFC 6455 §5.3)."""
+    n = len(data)
+    if not n:
+        return b""
+    # One big-integer XOR runs in C; a per-byte loop would cost more than wsproto.
+    keys = bytes(key) * ((n + 3) // 4)
+    value = int.from_bytes(data, "little") ^ int.from_bytes(keys[:n], "little")
+    return value.to_bytes(n, "little")
+
+
+def encode_frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
+    """One unmasked (server) frame with FIN set: header plus ``payload``."""
+    first = 0x80 | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n <= 0xFFFF:
+        return _HEAD16.pack(first, 126, n) + payload
+    return _HEAD64.pack(first, 127, n) + payload
