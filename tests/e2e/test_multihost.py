@@ -95,8 +95,11 @@ class Host:
         assert self.proc is not None
         pids = [self.proc.pid, *descendant_pids(self.proc.pid)]
         self.known.update(pids)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        # Freeze them all first: killing the master alone lets PDEATHSIG's SIGTERM reach an
+        # interface before its own SIGKILL, and a graceful close is not a crash.
+        for signum in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                os.kill(pid, signum)
         self.proc.wait(10)
 
     def cleanup(self) -> None:
