@@ -48,6 +48,7 @@ from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.functional import cached_property
 
+from channels._retry import retry_while_full
 from channels.exceptions import RequestAborted, RequestTimeout, ResponseLater
 from shmlayer.contract import ChannelFull, MessageTooLarge
 
@@ -557,17 +558,7 @@ def send_reply(layer: Any, channel: str, content: dict[str, Any], timeout: float
         MessageTooLarge: the message is over the layer's limit.
     """
     full = getattr(layer, "ChannelFull", ChannelFull)
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        try:
-            layer.send(channel, content)
-            return True
-        except full:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+    return retry_while_full(lambda: layer.send(channel, content), full, time.monotonic() + timeout, 0.005, 0.1)
 
 
 class ViewConsumer:

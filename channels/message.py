@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from shmlayer.contract import ChannelFull
 
+from ._retry import retry_while_full
 from .channel import Channel
 from .exceptions import HeldSendTimeout
 from .signals import consumer_finished, consumer_started
@@ -193,17 +194,8 @@ class PendingMessageStore:
 
     def _deliver_with_retry(self, sender: Any, content: dict[str, Any], deadline: float) -> bool:
         channel_full = getattr(sender.channel_layer, "ChannelFull", None) or ChannelFull
-        delay = self._first_backoff
-        while True:
-            try:
-                sender._deliver(content)
-                return True
-            except channel_full:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, self._max_backoff)
+        return retry_while_full(lambda: sender._deliver(content), channel_full, deadline, self._first_backoff,
+                                self._max_backoff)
 
 
 #: The process-wide store; thread-local inside.
