@@ -117,6 +117,7 @@ typedef struct {
     uint32_t pid;
     uint32_t ops;
     int crash_at; /* fault injection for tests: SIGKILL ourselves at this point (0: never) */
+    int damaged;  /* an out-of-range link was met mid-operation: leave the dirty word set */
 } FastPath;
 
 /* The points between stores where a SIGKILL leaves a state recovery must repair;
@@ -201,8 +202,28 @@ static int enter(FastPath *s) {
 
 static void leave(FastPath *s) {
     BARRIER();
-    *U32(s, H_LOCK_OWNER) = 0;
+    if (s->damaged)
+        s->damaged = 0; /* dirty word stays: the next locker runs recovery (_recovery.py) */
+    else
+        *U32(s, H_LOCK_OWNER) = 0;
     unlock_segment(s);
+}
+
+/* A link read from the segment that points outside its table is never followed: the
+ * operation skips that store and leaves the segment to recovery. Only a bug or a stray
+ * write could cause it, but a C extension must not turn it into a wild write. */
+static inline int chan_ok(FastPath *s, uint32_t i) {
+    if (i < s->n_channels)
+        return 1;
+    s->damaged = 1;
+    return 0;
+}
+
+static inline int block_ok(FastPath *s, uint32_t block) {
+    if (block >= s->heap_off && (uint64_t)block + BLOCK_SIZE <= (uint64_t)s->heap_off + s->heap_size)
+        return 1;
+    s->damaged = 1;
+    return 0;
 }
 
 /* ------------------------------------------------------------------- channels */
@@ -232,6 +253,8 @@ static void unchain_chan(FastPath *s, uint64_t bucket, uint32_t i) {
     }
     uint32_t guard = s->n_channels;
     while (cur && guard--) {
+        if (!chan_ok(s, cur))
+            return;
         volatile uint32_t *link = U32(s, CH(s, cur) + C_HNEXT);
         if (*link == i) {
             *link = after;
@@ -302,7 +325,7 @@ static void heap_push(FastPath *s, uint32_t block, uint32_t order) {
     *U32(s, block + B_TAG) = (BLOCK_FREE << 8) | order;
     *U32(s, block + B_REFS) = 0;
     *U32(s, block + B_LENGTH) = head;
-    if (head)
+    if (head && block_ok(s, head))
         *U32(s, head + B_REFS) = block;
     *U32(s, free_head(order)) = block;
 }
@@ -310,11 +333,11 @@ static void heap_push(FastPath *s, uint32_t block, uint32_t order) {
 static void heap_unlink(FastPath *s, uint32_t block, uint32_t order) {
     uint32_t prev = *U32(s, block + B_REFS);
     uint32_t next = *U32(s, block + B_LENGTH);
-    if (prev)
-        *U32(s, prev + B_LENGTH) = next;
-    else
+    if (!prev)
         *U32(s, free_head(order)) = next;
-    if (next)
+    else if (block_ok(s, prev))
+        *U32(s, prev + B_LENGTH) = next;
+    if (next && block_ok(s, next))
         *U32(s, next + B_REFS) = prev;
 }
 
@@ -839,6 +862,7 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     s->cmask = n_chan_buckets - 1;
     s->ops = 0;
     s->crash_at = 0;
+    s->damaged = 0;
     s->bound = 1;
     return 0;
 }

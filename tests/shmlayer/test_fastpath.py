@@ -207,3 +207,21 @@ def test_arming_a_waiter_makes_the_same_stores_as_the_python_path(make_layer: Ma
             assert not store.waiter_armed(waiter.slot)
         assert _image(fast) == _image(python)
     assert fast.verify() == [] and python.verify() == []
+
+
+def test_an_out_of_range_link_is_not_followed_and_leaves_the_segment_to_recovery(make_layer: Make) -> None:
+    layer = make_layer()
+    layer.send("c", {"n": 0})  # the entry exists: the next send takes the C path
+    segment = layer._current().segment
+    u32 = segment.u32
+    bogus = segment.geometry.segment_size - 4  # inside the mapping, outside the heap
+    for order in range(L.MIN_ORDER, segment.geometry.heap_max_order + 1):
+        head = u32[(L.H["heap_free"] >> 2) + order]
+        if head:
+            u32[(head >> 2) + 2] = bogus  # the head block's "next free block" link
+    layer.send("c", {"n": 1})  # the C path meets the bad link while splitting a block
+    assert u32[L.H["lock_owner"] >> 2] != 0, "the dirty word must stay set for recovery"
+    assert layer.receive(["c"]) == ("c", {"n": 0})  # the next operation repairs first
+    assert layer.receive(["c"]) == ("c", {"n": 1})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
