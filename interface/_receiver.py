@@ -14,7 +14,8 @@ three ways of waiting, cheapest wake-up first:
   no wake-up either: its send finds no armed waiter and sends no datagram. Lingering
   adapts: a new message that comes within ``linger`` of the last answer doubles the
   next linger (up to ``linger``), one that comes later halves it, so sparse traffic
-  soon stops paying for it;
+  soon stops paying for it; so does a turn during which this thread was preempted
+  (another process wanted its core: spinning there would only delay that process);
 - **sleeping**: otherwise ``layer.receive_async`` sleeps on the layer's waiter socket.
   A connection that sends while the task sleeps *kicks* it (cancels that wait, which
   the layer allows at any time without losing a message) so that polling starts.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from typing import Any, Callable
 
@@ -47,6 +49,11 @@ _MIN_LINGER = 20e-6
 BATCH = 64
 
 _monotonic = time.monotonic
+
+
+def _preemptions() -> int:
+    """Times this thread was preempted so far (involuntary context switches)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
 
 class ReplyReceiver:
@@ -76,6 +83,7 @@ class ReplyReceiver:
         self._task: asyncio.Task[None] | None = None
         self._sleeping = False
         self._kicked = False
+        self._switches = 0
 
     def expect(self) -> None:
         """A message that is usually answered at once was just sent: poll for the answer."""
@@ -83,8 +91,14 @@ class ReplyReceiver:
             return
         now = _monotonic()
         if not self._due:
-            # A new turn of a conversation: would a linger of max_linger have caught it?
-            if now - self._answered_at <= self.max_linger:
+            # A new turn of a conversation. Lingering is worth it if a linger of
+            # max_linger would have caught it, unless another process wanted this
+            # core meanwhile (then polling only delays the worker or the client).
+            switches = _preemptions()
+            preempted, self._switches = switches != self._switches, switches
+            if preempted:
+                self._linger /= 2
+            elif now - self._answered_at <= self.max_linger:
                 self._linger = min(self.max_linger, max(self._linger * 2, _MIN_LINGER))
             else:
                 self._linger /= 2
