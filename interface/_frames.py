@@ -8,18 +8,22 @@ a buffer object, enums and namedtuples per frame). The WebSocket core
 and hands every other frame (control frames, fragments, anything malformed, anything
 while closing) to wsproto, unchanged and from a frame boundary, so wsproto's state
 never disagrees with what was seen. Compression goes through the very
-``PerMessageDeflate`` object wsproto negotiated, by its extension hooks, so the
-shared compression context stays consistent whichever path a frame takes.
+permessage-deflate object wsproto negotiated (:class:`Deflate`, wsproto's extension
+plus a one-call path for a whole message), so the shared compression context stays
+consistent whichever path a frame takes.
 
-Pure functions on bytes; no state.
+Apart from :class:`Deflate`, pure functions on bytes.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import NamedTuple
 
-__all__ = ["FAST_MAX", "FrameHead", "encode_frame", "parse_head", "unmask"]
+from wsproto.extensions import PerMessageDeflate
+
+__all__ = ["Deflate", "FAST_MAX", "FrameHead", "encode_frame", "parse_head", "unmask"]
 
 #: Largest payload taken by the fast path; longer frames stream through wsproto.
 FAST_MAX = 64 * 1024
@@ -100,3 +104,43 @@ def encode_frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
     if n <= 0xFFFF:
         return _HEAD16.pack(first, 126, n) + payload
     return _HEAD64.pack(first, 127, n) + payload
+
+
+_TAIL = b"\x00\x00\xff\xff"
+
+
+class Deflate(PerMessageDeflate):
+    """wsproto's permessage-deflate (RFC 7692) plus whole-message shortcuts for a server.
+
+    wsproto runs its extension through four hooks per frame; a whole single-frame
+    message needs one zlib call each way. These methods do exactly what the hooks do
+    for such a message, on the same compressor and decompressor (context takeover
+    and the negotiated window sizes included). ``inflate_message`` may only be called
+    between messages, which the core guarantees (no fragmented message is open).
+    """
+
+    def inflate_message(self, payload: bytes) -> bytes | None:
+        """The data of one whole compressed message; None if it does not inflate."""
+        decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(-int(self.client_max_window_bits))
+        try:
+            data = decompressor.decompress(payload)
+            data += decompressor.decompress(_TAIL)
+            data += decompressor.flush()
+        except zlib.error:
+            return None
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        return data
+
+    def deflate_message(self, data: bytes) -> bytes:
+        """The payload of one whole compressed message (RSV1 set) carrying ``data``."""
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
+                                                             -int(self.server_max_window_bits))
+        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self.server_no_context_takeover:
+            self._compressor = None
+        return out[:-4]

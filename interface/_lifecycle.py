@@ -92,11 +92,17 @@ class ConnectionCore(Generic[S]):
 
     def pop_data(self) -> bytes:
         """Bytes to write to the socket, in order; clears the buffer."""
-        data = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        if not out:
+            return b""
+        data = bytes(out)
+        out.clear()
         return data
 
     def pop_effects(self) -> list[Any]:
         """Queued effects (see ``_effects.py``), in order; clears the queue."""
-        effects, self._effects = self._effects, []
+        effects = self._effects
+        if not effects:
+            return effects  # empty: the caller only iterates; no new list per call
+        self._effects = []
         return effects

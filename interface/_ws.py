@@ -14,7 +14,7 @@ text or binary frame of up to 64 KiB (nearly every frame) is decoded here with t
 helpers of ``_frames.py``; every other frame goes to wsproto whole and in order, so
 wsproto's errors and close handling stay the only ones. Outgoing messages are built
 here too, as single frames. Compression always goes through the one
-``PerMessageDeflate`` object wsproto negotiated.
+permessage-deflate object wsproto negotiated (``_frames.Deflate``).
 
 Lifecycle (RFC 6455 §4 and §7), applied by ``_lifecycle.Lifecycle``::
 
@@ -43,12 +43,11 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
 from . import _asgi1
-from ._frames import FAST_MAX, OP_BINARY, OP_TEXT, encode_frame, parse_head, unmask
+from ._frames import FAST_MAX, OP_BINARY, OP_TEXT, Deflate, encode_frame, parse_head, unmask
 from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull
 from ._lifecycle import ConnectionCore
 from ._options import Options
@@ -61,15 +60,6 @@ log = logging.getLogger("interface.websocket")
 MAX_HELD = 64 * 1024
 #: Seconds a ``websocket.receive`` may wait for room in the layer before close 1013.
 RECEIVE_RETRY_FOR = 1.0
-
-_RSV1 = RsvBits(True, False, False)
-_NO_RSV = RsvBits(False, False, False)
-
-
-class _ServerSide:
-    """The ``proto`` argument of wsproto's extension hooks: they only read ``client``."""
-
-    client = False
 
 
 class WSState(Enum):
@@ -131,7 +121,7 @@ class WebSocketConnection(ConnectionCore[WSState]):
         self._closing_since = 0.0
         self._deadline = now + options.websocket_connect_timeout
         self._ws = WSConnection(ConnectionType.SERVER)
-        self._deflate = PerMessageDeflate()
+        self._deflate = Deflate()
         self._deflate_on = False
         # Frame boundaries, tracked here for the fast path (see _frames.py): unparsed
         # bytes, bytes of the current frame still owed to wsproto, and whether wsproto
@@ -338,16 +328,12 @@ class WebSocketConnection(ConnectionCore[WSState]):
         start = pos + size
         payload = unmask(buf[start:start + length], buf[start - 4:start])
         if compressed:
-            deflate = self._deflate
-            op = Opcode.TEXT if opcode == OP_TEXT else Opcode.BINARY
-            deflate.frame_inbound_header(_ServerSide, op, _RSV1, length)  # type: ignore[arg-type]
-            inflated = deflate.frame_inbound_payload_data(_ServerSide, payload)  # type: ignore[arg-type]
-            tail = deflate.frame_inbound_complete(_ServerSide, True)  # type: ignore[arg-type]
-            if isinstance(inflated, CloseReason) or isinstance(tail, CloseReason):
+            inflated = self._deflate.inflate_message(payload)
+            if inflated is None:
                 self._on_close(CloseConnection(code=CloseReason.INVALID_FRAME_PAYLOAD_DATA,
                                                reason="invalid compressed data"))
                 return
-            payload = inflated + tail if tail else inflated
+            payload = inflated
         data: str | bytes
         if opcode == OP_TEXT:
             try:
@@ -462,14 +448,13 @@ class WebSocketConnection(ConnectionCore[WSState]):
         if self._ws.state is not ConnectionState.OPEN:
             return
         if isinstance(data, str):
-            opcode, op, payload = OP_TEXT, Opcode.TEXT, data.encode("utf-8")
+            opcode, payload = OP_TEXT, data.encode("utf-8")
         else:
-            opcode, op, payload = OP_BINARY, Opcode.BINARY, bytes(data)
-        rsv1 = False
+            opcode, payload = OP_BINARY, bytes(data)
         if self._deflate_on:
-            rsv, payload = self._deflate.frame_outbound(_ServerSide, op, _NO_RSV, payload, True)  # type: ignore[arg-type]
-            rsv1 = rsv.rsv1
-        self._out += encode_frame(opcode, payload, rsv1)
+            self._out += encode_frame(opcode, self._deflate.deflate_message(payload), True)
+        else:
+            self._out += encode_frame(opcode, payload)
 
     def _local_close(self, code: int, notify: bool) -> None:
         self._write(CloseConnection(code=code))
