@@ -9,7 +9,10 @@ Both serve the same trivial application: HTTP ``200 ok`` and a WebSocket echo.
   below (an ASGI 3 app answering in-process, no layer at all).
 
 HTTP load comes from wrk, WebSocket load from asyncio clients in this process
-(``bench/_load.py``). Everything is bounded; run alone it takes about 40 s.
+(``bench/_load.py``). On a small shared machine one run of each moves by ±30 %, so
+the two servers are measured ``ROUNDS`` times, alternately, each time freshly
+started, and the table shows the median of each column. Everything is bounded; run
+alone it takes about 40 s.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HTTP_SECONDS = 4
 HTTP_CONNECTIONS = 50
 ECHO_PLAN = [(1, 2000), (50, 40)]  # (clients, sequential round trips per client)
+ROUNDS = 3
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -97,11 +101,29 @@ def _measure(label: str, server: Any) -> dict[str, Any]:
     return {"label": label, "http": http, "echo": echoes}
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result whose every number is the median of that number over ``runs``."""
+    med = _load.median_of
+    http = _load.HttpResult(med([r["http"].rps for r in runs]), med([r["http"].p50_ms for r in runs]),
+                            med([r["http"].p99_ms for r in runs]), sum(r["http"].errors for r in runs))
+    echoes = []
+    for i, (clients, _count) in enumerate(ECHO_PLAN):
+        samples = [r["echo"][i][1] for r in runs]
+        echoes.append((clients, _load.EchoResult(med([e.msgs_per_s for e in samples]), med([e.p50_ms for e in samples]),
+                                                 med([e.p99_ms for e in samples]), sum(e.lost for e in samples))))
+    return {"label": runs[0]["label"], "http": http, "echo": echoes}
+
+
 def run() -> str:
-    """Measure both servers and return the BENCHMARKS.md section (markdown)."""
+    """Measure both servers ``ROUNDS`` times, alternately; return the BENCHMARKS.md section."""
     _ensure_uvicorn()
-    results = [_measure("shmchannels interface + shm layer + consumer process", _shmchannels),
-               _measure("uvicorn (h11, wsproto), in-process app", _uvicorn)]
+    servers = [("shmchannels interface + shm layer + consumer process", _shmchannels),
+               ("uvicorn (h11, wsproto), in-process app", _uvicorn)]
+    runs: list[list[dict[str, Any]]] = [[] for _ in servers]
+    for _round in range(ROUNDS):
+        for i, (label, server) in enumerate(servers):
+            runs[i].append(_measure(label, server))
+    results = [_median(r) for r in runs]
     ours, peer = results
     lines = [
         "## Interface server\n",
@@ -109,7 +131,8 @@ def run() -> str:
         "consumer process exchanging every message through the shared-memory layer, beside uvicorn "
         "(`--http h11 --ws wsproto`, one process) answering in-process. Same machine, same run. "
         f"HTTP: wrk, {HTTP_CONNECTIONS} connections, {HTTP_SECONDS} s. WebSocket: asyncio clients in the "
-        "benchmark process doing sequential round trips (the client shares the 2 cores).\n",
+        "benchmark process doing sequential round trips (the client shares the 2 cores). Each number is the "
+        f"median of {ROUNDS} runs, the two servers alternating; errors and losses are summed.\n",
         "| server | HTTP req/s | HTTP p50 / p99 ms | " + " | ".join(
             f"WS echo {c} client{'s' if c > 1 else ''}: msg/s, p50 / p99 ms" for c, _ in ECHO_PLAN) + " |",
         "|---|---|---|" + "---|" * len(ECHO_PLAN),
