@@ -49,11 +49,12 @@ _MIN_LINGER = 20e-6
 BATCH = 64
 
 _monotonic = time.monotonic
+_RUSAGE = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)  # the loop's own thread (Linux)
 
 
 def _preemptions() -> int:
     """Times this thread was preempted so far (involuntary context switches)."""
-    return resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    return resource.getrusage(_RUSAGE).ru_nivcsw
 
 
 class ReplyReceiver:
@@ -168,6 +169,7 @@ class ReplyReceiver:
             found = batch(self.channels, BATCH)
         except Exception:
             log.exception("receiving from the layer failed")
+            self._poll_until = 0.0  # no polling on a failing layer: receive_async backs off
             return False
         if not found:
             return False
