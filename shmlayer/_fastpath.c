@@ -61,6 +61,7 @@
 #define C_MHEAD 40
 #define C_GEN 44
 #define C_CAP 48
+#define C_NFULL 52
 #define C_NSENT 60
 #define C_NAME 64
 
@@ -72,6 +73,23 @@
 #define N_FLAGS 12
 #define N_SENT 16
 #define N_EXPIRES 24
+
+/* Group entry (288 bytes) and membership (48 bytes). */
+#define GROUP_SIZE 288
+#define G_HNEXT 0
+#define G_HASH 4
+#define G_FLAGS 8
+#define G_NLEN 12
+#define G_MHEAD 16
+#define G_NSENT 28
+#define G_NAME 32
+#define MEMBER_SIZE 48
+#define M_CHAN 16
+#define M_GNEXT 24
+#define M_STAMP 40
+#define H_N_FULL 304
+#define H_N_GROUP_SKIPPED 320
+#define H_N_GROUP_SENDS 352
 
 /* Heap block header (16 bytes). */
 #define BLOCK_SIZE 16
@@ -114,9 +132,11 @@ typedef struct {
     uint32_t chan_off, chan_bucket_off, cmask, bucket_waiters_off;
     uint32_t node_off, n_nodes, n_channels, waiter_off, n_waiters;
     uint32_t heap_off, heap_size, heap_max_order;
+    uint32_t group_off, group_bucket_off, gmask, n_groups, member_off, n_members;
     uint32_t pid;
     uint32_t ops;
-    int crash_at; /* fault injection for tests: SIGKILL ourselves at this point (0: never) */
+    int crash_at;    /* fault injection for tests: SIGKILL ourselves at this point (0: never)... */
+    long crash_hits; /* ...the crash_hits-th time it is reached */
     int damaged;  /* an out-of-range link was met mid-operation: leave the dirty word set */
 } FastPath;
 
@@ -124,7 +144,8 @@ typedef struct {
  * tests/shmlayer/test_crash.py kills a process at each of them. */
 #define CRASH_POINT(s, k)                 \
     do {                                  \
-        if ((s)->crash_at == (k))         \
+        if ((s)->crash_at == (k) &&       \
+            --(s)->crash_hits <= 0)       \
             kill(getpid(), SIGKILL);      \
     } while (0)
 #define N_CRASH_POINTS 9
@@ -456,6 +477,95 @@ static int collect_waiters(FastPath *s, uint32_t bucket, PyObject *wake) {
     return 0;
 }
 
+/* Reads only: can ``_enqueue`` link a node on entry ``i``'s queue without meeting a
+ * bad link? (Node availability is checked separately, for all copies at once.) */
+static int can_enqueue(FastPath *s, uint32_t i) {
+    uint32_t q = *U32(s, CH(s, i) + C_QUEUE);
+    return q && q < s->n_channels && *U32(s, CH(s, q) + C_TAIL) < s->n_nodes;
+}
+
+/* Reads only: ``needed`` nodes can be taken from the free list and the bump index. */
+static int nodes_available(FastPath *s, uint32_t needed) {
+    uint32_t bump = *U32(s, H_NODE_BUMP);
+    uint32_t have = bump < s->n_nodes ? s->n_nodes - bump : 0;
+    uint32_t n = *U32(s, H_NODE_FREE);
+    while (have < needed && n) {
+        if (n >= s->n_nodes)
+            return 0;
+        have++;
+        n = *U32(s, ND(s, n) + N_NEXT);
+    }
+    return have >= needed;
+}
+
+/* _store.Store._enqueue: link a node for ``block`` at the tail of entry ``i``'s queue
+ * (a node is available and can_enqueue(i) held). -1 on a Python error (wake list). */
+static int enqueue(FastPath *s, uint32_t i, uint32_t block, double now, double expires, PyObject *wake) {
+    uint32_t node = *U32(s, H_NODE_FREE);
+    if (node)
+        *U32(s, H_NODE_FREE) = *U32(s, ND(s, node) + N_NEXT);
+    else
+        *U32(s, H_NODE_BUMP) = (node = *U32(s, H_NODE_BUMP)) + 1;
+    CRASH_POINT(s, 2);
+    uint64_t nw = ND(s, node);
+    *U32(s, nw + N_NEXT) = 0;
+    *U32(s, nw + N_CHAN) = i;
+    *U32(s, nw + N_PAYLOAD) = block;
+    *U32(s, nw + N_FLAGS) = 1;
+    *F64(s, nw + N_SENT) = now;
+    *F64(s, nw + N_EXPIRES) = expires;
+    CRASH_POINT(s, 3);
+    uint64_t e = CH(s, i);
+    uint64_t eq = CH(s, *U32(s, e + C_QUEUE));
+    uint32_t tail = *U32(s, eq + C_TAIL);
+    BARRIER();
+    if (tail)
+        *U32(s, ND(s, tail) + N_NEXT) = node; /* link last */
+    else
+        *U32(s, eq + C_HEAD) = node; /* link last */
+    BARRIER();
+    CRASH_POINT(s, 4);
+    *U32(s, eq + C_TAIL) = node;
+    *U32(s, eq + C_QCOUNT) = *U32(s, eq + C_QCOUNT) + 1;
+    *U32(s, e + C_NCOUNT) = *U32(s, e + C_NCOUNT) + 1;
+    *U32(s, e + C_NSENT) = *U32(s, e + C_NSENT) + 1;
+    *U32(s, block + B_REFS) = *U32(s, block + B_REFS) + 1;
+    *U64(s, H_N_SENT) = *U64(s, H_N_SENT) + 1;
+    uint32_t bucket = *U32(s, eq + C_HASH) & s->cmask;
+    if (*U32(s, s->bucket_waiters_off + 4ull * bucket) || *U32(s, H_WILD))
+        return collect_waiters(s, bucket, wake);
+    return 0;
+}
+
+/* Reads only: does the queue entry ``i`` sends into hold an expired message? (Then
+ * ``_has_room`` would reclaim it: the Python path's job.) */
+static int queue_has_expired(FastPath *s, uint32_t i, double now) {
+    uint32_t q = *U32(s, CH(s, i) + C_QUEUE);
+    if (!q || q >= s->n_channels)
+        return 1;
+    uint32_t n = *U32(s, CH(s, q) + C_HEAD);
+    for (uint32_t guard = s->n_nodes; n && guard; guard--) {
+        if (n >= s->n_nodes || *F64(s, ND(s, n) + N_EXPIRES) <= now)
+            return 1;
+        n = *U32(s, ND(s, n) + N_NEXT);
+    }
+    return 0;
+}
+
+static uint32_t lookup_group(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
+    uint32_t g = *U32(s, s->group_bucket_off + 4ull * (h & s->gmask));
+    for (uint32_t guard = s->n_groups; g && guard; guard--) {
+        if (g >= s->n_groups)
+            return 0;
+        uint64_t e = (uint64_t)s->group_off + (uint64_t)g * GROUP_SIZE;
+        if (*U32(s, e + G_HASH) == h && *U32(s, e + G_NLEN) == (uint32_t)n &&
+            memcmp((const void *)(s->base + e + G_NAME), name, (size_t)n) == 0)
+            return g;
+        g = *U32(s, e + G_HNEXT);
+    }
+    return 0;
+}
+
 /* _slots.WaiterSlots.arm: slot ``slot`` sleeps on the buckets of ``targets``. */
 static void arm(FastPath *s, uint32_t slot, PyObject *targets) {
     uint64_t w = (uint64_t)s->waiter_off + (uint64_t)slot * WAITER_SIZE;
@@ -556,25 +666,8 @@ static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     uint64_t e = CH(s, i);
     if (*U32(s, e + C_NCOUNT) >= *U32(s, e + C_CAP))
         goto out; /* full, or room only after reclaiming expired messages */
-    uint32_t q = *U32(s, e + C_QUEUE);
-    if (!q || q >= s->n_channels)
+    if (!can_enqueue(s, i) || !nodes_available(s, 1))
         goto out;
-    uint64_t eq = CH(s, q);
-    uint32_t tail = *U32(s, eq + C_TAIL);
-    if (tail >= s->n_nodes)
-        goto out;
-    uint32_t node = *U32(s, H_NODE_FREE);
-    uint32_t node_next_free = 0;
-    int from_free_list = node != 0;
-    if (from_free_list) {
-        if (node >= s->n_nodes)
-            goto out;
-        node_next_free = *U32(s, ND(s, node) + N_NEXT);
-    } else {
-        node = *U32(s, H_NODE_BUMP);
-        if (node >= s->n_nodes)
-            goto out;
-    }
     uint32_t order = order_for(dlen), k = 0;
     uint32_t block = heap_find(s, order, &k);
     if (!block)
@@ -584,43 +677,109 @@ static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     heap_take(s, block, k, order, dlen);
     CRASH_POINT(s, 1);
     memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);
-    if (from_free_list)
-        *U32(s, H_NODE_FREE) = node_next_free;
-    else
-        *U32(s, H_NODE_BUMP) = node + 1;
-    CRASH_POINT(s, 2);
-    uint64_t nw = ND(s, node);
-    *U32(s, nw + N_NEXT) = 0;
-    *U32(s, nw + N_CHAN) = i;
-    *U32(s, nw + N_PAYLOAD) = block;
-    *U32(s, nw + N_FLAGS) = 1;
-    *F64(s, nw + N_SENT) = now;
-    *F64(s, nw + N_EXPIRES) = now + expiry;
-    CRASH_POINT(s, 3);
-    BARRIER();
-    if (tail)
-        *U32(s, ND(s, tail) + N_NEXT) = node; /* link last */
-    else
-        *U32(s, eq + C_HEAD) = node; /* link last */
-    BARRIER();
-    CRASH_POINT(s, 4);
-    *U32(s, eq + C_TAIL) = node;
-    *U32(s, eq + C_QCOUNT) = *U32(s, eq + C_QCOUNT) + 1;
-    *U32(s, e + C_NCOUNT) = *U32(s, e + C_NCOUNT) + 1;
-    *U32(s, e + C_NSENT) = *U32(s, e + C_NSENT) + 1;
-    *U32(s, block + B_REFS) = *U32(s, block + B_REFS) + 1;
-    *U64(s, H_N_SENT) = *U64(s, H_N_SENT) + 1;
-    uint32_t bucket = *U32(s, eq + C_HASH) & s->cmask;
     result = 0;
-    if (*U32(s, s->bucket_waiters_off + 4ull * bucket) || *U32(s, H_WILD)) {
-        if (collect_waiters(s, bucket, wake) < 0) {
-            leave(s);
-            Py_DECREF(wake);
-            return NULL;
-        }
+    if (enqueue(s, i, block, now, now + expiry, wake) < 0) {
+        leave(s);
+        Py_DECREF(wake);
+        return NULL;
     }
 out:
     leave(s);
+    if (result == 0 && PyList_GET_SIZE(wake))
+        return wake;
+    Py_DECREF(wake);
+    return PyLong_FromLong(result);
+}
+
+/* send_group(name, hash, data, expiry, group_expiry) -> 0 | [slots to wake] | SLOW | SWEEP
+ * _groups.GroupTable.send_group when no membership has expired and no full member could
+ * be freed by reclaiming expired messages: one payload, one node per member with room. */
+static PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "send_group(name: bytes, hash: int, data: bytes, expiry: float, group_expiry: float)");
+        return NULL;
+    }
+    if (check_bound(s) < 0)
+        return NULL;
+    uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(args[1]);
+    const char *data = PyBytes_AS_STRING(args[2]);
+    Py_ssize_t dlen = PyBytes_GET_SIZE(args[2]);
+    double expiry = PyFloat_AsDouble(args[3]);
+    double group_expiry = PyFloat_AsDouble(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (dlen > 0xFFFFFFF0)
+        return PyLong_FromLong(R_SLOW);
+    PyObject *wake = PyList_New(0);
+    if (wake == NULL)
+        return NULL;
+    int entered = enter(s);
+    if (entered) {
+        Py_DECREF(wake);
+        return entered < 0 ? NULL : PyLong_FromLong(R_SLOW);
+    }
+    long result = R_SLOW;
+    double now = monotonic_now();
+    if (!sweep_is_clean(s, now, 2))
+        goto out; /* the Python path sweeps first anyway */
+    uint32_t g = lookup_group(s, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), h);
+    if (!g) {
+        result = 0; /* no such group: nothing to do (as the Python path) */
+        goto out;
+    }
+    uint64_t ge = (uint64_t)s->group_off + (uint64_t)g * GROUP_SIZE;
+    /* Every decision first, reads only. */
+    uint32_t needed = 0;
+    uint32_t m = *U32(s, ge + G_MHEAD);
+    for (uint32_t guard = s->n_members; m; guard--) {
+        if (!guard || m >= s->n_members)
+            goto out;
+        uint64_t mw = (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE;
+        if (*F64(s, mw + M_STAMP) + group_expiry <= now)
+            goto out; /* an expired membership: the Python path drops it */
+        uint32_t c = *U32(s, mw + M_CHAN);
+        if (!c || c >= s->n_channels || !can_enqueue(s, c))
+            goto out;
+        uint64_t e = CH(s, c);
+        if (*U32(s, e + C_NCOUNT) < *U32(s, e + C_CAP))
+            needed++;
+        else if (queue_has_expired(s, c, now))
+            goto out; /* room after reclaiming: the Python path reclaims */
+        m = *U32(s, mw + M_GNEXT);
+    }
+    if (!nodes_available(s, needed))
+        goto out;
+    uint32_t order = order_for(dlen), k = 0;
+    uint32_t block = heap_find(s, order, &k);
+    if (!block)
+        goto out;
+
+    /* Stores, in send_group's order. */
+    *U32(s, ge + G_NSENT) = *U32(s, ge + G_NSENT) + 1;
+    *U64(s, H_N_GROUP_SENDS) = *U64(s, H_N_GROUP_SENDS) + 1;
+    heap_take(s, block, k, order, dlen);
+    memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);
+    result = 0;
+    for (m = *U32(s, ge + G_MHEAD); m; m = *U32(s, (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE + M_GNEXT)) {
+        uint32_t c = *U32(s, (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE + M_CHAN);
+        uint64_t e = CH(s, c);
+        if (*U32(s, e + C_NCOUNT) >= *U32(s, e + C_CAP)) {
+            *U32(s, e + C_NFULL) = *U32(s, e + C_NFULL) + 1;
+            *U64(s, H_N_FULL) = *U64(s, H_N_FULL) + 1;
+            *U64(s, H_N_GROUP_SKIPPED) = *U64(s, H_N_GROUP_SKIPPED) + 1;
+        } else if (enqueue(s, c, block, now, now + expiry, wake) < 0) {
+            break; /* MemoryError for the wake list: the copies so far are queued */
+        }
+    }
+    if (!*U32(s, block + B_REFS))
+        heap_free(s, block);
+out:
+    leave(s);
+    if (PyErr_Occurred()) {
+        Py_DECREF(wake);
+        return NULL;
+    }
     if (result == 0 && PyList_GET_SIZE(wake))
         return wake;
     Py_DECREF(wake);
@@ -805,15 +964,21 @@ static PyObject *fp_release(FastPath *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *fp_crash_at(FastPath *s, PyObject *arg) {
-    long point = PyLong_AsLong(arg);
-    if (point == -1 && PyErr_Occurred())
+static PyObject *fp_crash_at(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "crash_at(point: int, hits: int = 1)");
         return NULL;
-    if (point < 0 || point > N_CRASH_POINTS) {
-        PyErr_Format(PyExc_ValueError, "crash point must be 0..%d", N_CRASH_POINTS);
+    }
+    long point = PyLong_AsLong(args[0]);
+    long hits = nargs == 2 ? PyLong_AsLong(args[1]) : 1;
+    if (PyErr_Occurred())
+        return NULL;
+    if (point < 0 || point > N_CRASH_POINTS || hits < 1) {
+        PyErr_Format(PyExc_ValueError, "crash point must be 0..%d and hits at least 1", N_CRASH_POINTS);
         return NULL;
     }
     s->crash_at = (int)point;
+    s->crash_hits = hits;
     Py_RETURN_NONE;
 }
 
@@ -827,16 +992,20 @@ static PyObject *fp_set_pid(FastPath *s, PyObject *arg) {
 
 /* FastPath(mapping, chan_off, chan_bucket_off, n_chan_buckets, bucket_waiters_off,
  *          node_off, n_nodes, n_channels, waiter_off, n_waiters, heap_off, heap_size,
- *          heap_max_order, pid) */
+ *          heap_max_order, group_off, group_bucket_off, n_group_buckets, n_groups,
+ *          member_off, n_members, pid) */
 static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     PyObject *mapping;
-    unsigned int n_chan_buckets;
-    if (!PyArg_ParseTuple(args, "OIIIIIIIIIIIII", &mapping, &s->chan_off, &s->chan_bucket_off, &n_chan_buckets,
+    unsigned int n_chan_buckets, n_group_buckets;
+    if (!PyArg_ParseTuple(args, "OIIIIIIIIIIIIIIIIIII", &mapping, &s->chan_off, &s->chan_bucket_off, &n_chan_buckets,
                           &s->bucket_waiters_off, &s->node_off, &s->n_nodes, &s->n_channels, &s->waiter_off,
-                          &s->n_waiters, &s->heap_off, &s->heap_size, &s->heap_max_order, &s->pid))
+                          &s->n_waiters, &s->heap_off, &s->heap_size, &s->heap_max_order, &s->group_off,
+                          &s->group_bucket_off, &n_group_buckets, &s->n_groups, &s->member_off, &s->n_members,
+                          &s->pid))
         return -1;
-    if (n_chan_buckets == 0 || (n_chan_buckets & (n_chan_buckets - 1))) {
-        PyErr_SetString(PyExc_ValueError, "n_chan_buckets must be a power of two");
+    if (n_chan_buckets == 0 || (n_chan_buckets & (n_chan_buckets - 1)) || n_group_buckets == 0 ||
+        (n_group_buckets & (n_group_buckets - 1))) {
+        PyErr_SetString(PyExc_ValueError, "bucket counts must be powers of two");
         return -1;
     }
     if (s->bound) {
@@ -849,8 +1018,11 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     uint64_t end_chans = (uint64_t)s->chan_off + (uint64_t)s->n_channels * CHAN_SIZE;
     uint64_t end_heap = (uint64_t)s->heap_off + s->heap_size;
     uint64_t end_waiters = (uint64_t)s->waiter_off + (uint64_t)s->n_waiters * WAITER_SIZE;
+    uint64_t end_groups = (uint64_t)s->group_off + (uint64_t)s->n_groups * GROUP_SIZE;
+    uint64_t end_members = (uint64_t)s->member_off + (uint64_t)s->n_members * MEMBER_SIZE;
     uint64_t size = (uint64_t)s->view.len;
     if (size < 512 || end_nodes > size || end_chans > size || end_heap > size || end_waiters > size ||
+        end_groups > size || end_members > size || (uint64_t)s->group_bucket_off + 4ull * n_group_buckets > size ||
         (uint64_t)s->bucket_waiters_off + 4ull * n_chan_buckets > size ||
         (uint64_t)s->chan_bucket_off + 4ull * n_chan_buckets > size || s->heap_max_order >= 32) {
         PyBuffer_Release(&s->view);
@@ -860,6 +1032,7 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     s->base = (volatile unsigned char *)s->view.buf;
     s->size = size;
     s->cmask = n_chan_buckets - 1;
+    s->gmask = n_group_buckets - 1;
     s->ops = 0;
     s->crash_at = 0;
     s->damaged = 0;
@@ -878,12 +1051,14 @@ static PyMethodDef fp_methods[] = {
     {"lock", (PyCFunction)fp_lock, METH_NOARGS, "Take the segment lock; True if its last holder died holding it."},
     {"unlock", (PyCFunction)fp_unlock, METH_NOARGS, "Release the segment lock."},
     {"send", (PyCFunction)(void (*)(void))fp_send, METH_FASTCALL, "Queue a message in the common case."},
+    {"send_group", (PyCFunction)(void (*)(void))fp_send_group, METH_FASTCALL, "Fan a message out in the common case."},
     {"receive", (PyCFunction)(void (*)(void))fp_receive, METH_FASTCALL, "Take a message in the common case."},
     {"disarm", (PyCFunction)fp_disarm, METH_O, "Disarm a waiter slot under the lock."},
     {"pending", (PyCFunction)fp_pending, METH_O, "Lock-free hint: might any target hold a message?"},
     {"release", (PyCFunction)fp_release, METH_NOARGS, "Let go of the mapping (before it is closed)."},
     {"set_pid", (PyCFunction)fp_set_pid, METH_O, "The pid written to the dirty word (after fork)."},
-    {"crash_at", (PyCFunction)fp_crash_at, METH_O, "Tests only: SIGKILL this process at fault-injection point N (0: off)."},
+    {"crash_at", (PyCFunction)(void (*)(void))fp_crash_at, METH_FASTCALL,
+     "Tests only: SIGKILL this process the hits-th time it reaches fault-injection point N (0: off)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -925,7 +1100,15 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         add_int(layout, "H.heap_used", H_HEAP_USED) || add_int(layout, "H.waiter_bump", H_WBUMP) ||
         add_int(layout, "H.lock", H_LOCK) || add_int(layout, "LOCK_SPACE", LOCK_SPACE) ||
         add_int(layout, "MUTEX_SIZE", (long)sizeof(pthread_mutex_t)) ||
-        add_int(layout, "CHAN_SIZE", CHAN_SIZE) || add_int(layout, "C.hnext", C_HNEXT) ||
+        add_int(layout, "CHAN_SIZE", CHAN_SIZE) || add_int(layout, "GROUP_SIZE", GROUP_SIZE) ||
+        add_int(layout, "MEMBER_SIZE", MEMBER_SIZE) || add_int(layout, "G.hnext", G_HNEXT) ||
+        add_int(layout, "G.hash", G_HASH) || add_int(layout, "G.flags", G_FLAGS) ||
+        add_int(layout, "G.name_len", G_NLEN) || add_int(layout, "G.mhead", G_MHEAD) ||
+        add_int(layout, "G.n_sent", G_NSENT) || add_int(layout, "G.name", G_NAME) ||
+        add_int(layout, "M.chan", M_CHAN) || add_int(layout, "M.gnext", M_GNEXT) ||
+        add_int(layout, "M.stamp", M_STAMP) || add_int(layout, "C.n_full", C_NFULL) ||
+        add_int(layout, "H.n_full", H_N_FULL) || add_int(layout, "H.n_group_skipped", H_N_GROUP_SKIPPED) ||
+        add_int(layout, "H.n_group_sends", H_N_GROUP_SENDS) || add_int(layout, "C.hnext", C_HNEXT) ||
         add_int(layout, "C.hash", C_HASH) || add_int(layout, "C.flags", C_FLAGS) ||
         add_int(layout, "C.name_len", C_NLEN) || add_int(layout, "C.head", C_HEAD) ||
         add_int(layout, "C.tail", C_TAIL) || add_int(layout, "C.qcount", C_QCOUNT) ||

@@ -286,7 +286,8 @@ class Segment:
         self.fast = FastPath(
             self._mm, g.chan_off, g.chan_bucket_off, g.n_chan_buckets, g.bucket_waiters_off,
             g.node_off, g.n_nodes, g.n_channels, g.waiter_off, g.n_waiters, g.heap_off,
-            g.heap_size, g.heap_max_order, self._pid,
+            g.heap_size, g.heap_max_order, g.group_off, g.group_bucket_off, g.n_group_buckets,
+            g.n_groups, g.member_off, g.n_members, self._pid,
         )
 
     def _unmap(self) -> None:

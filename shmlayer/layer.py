@@ -563,10 +563,19 @@ class ShmChannelLayer(BaseChannelLayer):
         validate_group_name(group)
         data = self.encode_message(message)
         gname = group.encode("ascii")
+        gh = name_hash(gname)
         store = self._current()
+        seg = store.segment
+        assert seg.fast is not None
+        result = seg.fast.send_group(gname, gh, data, self.expiry, self.group_expiry)
+        if not result:
+            return
+        if result.__class__ is list:
+            self._waker.wake(self.segment_name, seg.epoch, result)
+            return
+        # Expired memberships or messages in the way, or short of memory: Python.
         now = _monotonic()
-        status = self._locked(store, store.send_group, gname, name_hash(gname), data, now, now + self.expiry,
-                              self.group_expiry)
+        status = self._locked(store, store.send_group, gname, gh, data, now, now + self.expiry, self.group_expiry)
         if status == NOSPACE:
             # Not raised (send_group never raises ChannelFull), but never silent either.
             _log.warning("channel layer segment %r is full: send_group(%r) dropped copies (counted in stats)",

@@ -17,6 +17,9 @@ class PythonPathOnly:
     def send(self, *args: Any) -> int:
         return int(LAYOUT["SLOW"])
 
+    def send_group(self, *args: Any) -> int:
+        return int(LAYOUT["SLOW"])
+
     def receive(self, *args: Any) -> int:
         return int(LAYOUT["SLOW"])
 

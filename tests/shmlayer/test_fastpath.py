@@ -18,12 +18,12 @@ Make = Callable[..., shmlayer.ShmChannelLayer]
 
 
 def test_c_offsets_match_the_layout_table() -> None:
-    tables = {"H": L.H, "C": L.C, "N": L.N, "B": L.B, "W": L.W}
+    tables = {"H": L.H, "C": L.C, "N": L.N, "B": L.B, "W": L.W, "G": L.G, "M": L.M}
     for key, value in LAYOUT.items():
         if "." in key:
             table, field = key.split(".")
             assert tables[table][field] == value, key
-    for size in ("CHAN_SIZE", "NODE_SIZE", "BLOCK_SIZE", "WAITER_SIZE"):
+    for size in ("CHAN_SIZE", "NODE_SIZE", "BLOCK_SIZE", "WAITER_SIZE", "GROUP_SIZE", "MEMBER_SIZE"):
         assert getattr(L, size) == LAYOUT[size], size
     for const in ("BLOCK_USED", "BLOCK_FREE", "MIN_ORDER", "WILDCARD", "RETAIN"):
         assert getattr(L, const) == LAYOUT[const], const
