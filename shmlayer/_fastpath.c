@@ -1,4 +1,4 @@
-/* shmlayer._fastpath: the segment lock and the common case of send/receive in C.
+/* shmlayer._fastpath: the segment lock and the common case of send/send_group/receive in C.
  *
  * The Python code in _store.py / _heap.py / _slots.py is the reference implementation of
  * every operation. This module does two things:
@@ -7,12 +7,13 @@
  *    field). Uncontended it is one atomic instruction each way, where flock cost two
  *    system calls; when its holder dies the kernel marks it (EOWNERDEAD) and the next
  *    locker takes it over. The dirty word (``lock_owner``) still decides recovery.
- * 2. ``send``/``receive`` for the plain case: the channel exists, has room, the heap and
- *    node table have space, and no message met on the way has expired. Anything else
- *    (creating a channel entry, a full channel, an expired message, a dirty word) is
- *    decided *before the first store* and answered with SLOW or SWEEP, and the caller
- *    redoes the operation in Python. So this file never needs group, recovery or
- *    eviction logic, and it makes exactly the stores the Python code makes, in the same
+ * 2. ``send``/``send_group``/``receive`` for the plain case: the channel (group) exists,
+ *    has room, the heap and node table have space, and no message or membership met on
+ *    the way has expired. Anything else (creating an entry, a full channel, an expired
+ *    message or membership, a dirty word) is decided *before the first store* and
+ *    answered with SLOW or SWEEP, and the caller redoes the operation in Python. So this
+ *    file never needs membership upkeep, recovery or eviction logic, and it makes
+ *    exactly the stores the Python code makes, in the same
  *    order ("link last", see _store.py); a compiler barrier sits before each linking
  *    store so that a process killed at any instruction leaves what recovery expects.
  *
