@@ -21,6 +21,17 @@ def _rows(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """argparse type of ``--lock-timeout``: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 error, 2 usage)."""
     parser = argparse.ArgumentParser(prog="python -m shmlayer", description="Inspect or manage a shmchannels segment.")
@@ -29,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("name", nargs="?", help="segment name (default: this project's)")
     stats.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     stats.add_argument("--limit", type=_rows, default=50, help="rows per section (default 50)")
-    for command, text in (("flush", "empty every channel and group"), ("unlink", "remove the segment")):
-        sub.add_parser(command, help=text).add_argument("name")
+    flush = sub.add_parser("flush", help="empty every channel and group")
+    flush.add_argument("name")
+    for command in (stats, flush):
+        command.add_argument("--lock-timeout", type=_seconds, default=5.0,
+                             help="give up if the segment lock stays held this long (default 5 s)")
+    sub.add_parser("unlink", help="remove the segment").add_argument("name")
     args = parser.parse_args(argv)
     try:
         name = validate_segment_name(args.name) if args.name else default_segment_name()
@@ -55,14 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.command == "flush":
-            layer.flush()
+            layer.flush(lock_timeout=args.lock_timeout)
             print(f"flushed {name}")
             return 0
         from ._stats import format_stats
 
-        snap = layer.stats()
+        snap = layer.stats(lock_timeout=args.lock_timeout)
         print(json.dumps(snap, indent=2, sort_keys=True) if args.json else format_stats(snap, args.limit))
         return 0 if not snap["problems"] else 1
+    except TimeoutError as exc:
+        # A holder that is stopped (SIGSTOP, a debugger) or stuck: say who, change nothing.
+        print(f"error: {exc}; is that process stopped or stuck? nothing was changed", file=sys.stderr)
+        return 1
     finally:
         layer.close()
 

@@ -607,13 +607,49 @@ static PyObject *fp_init_lock(FastPath *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *fp_lock(FastPath *s, PyObject *noargs) {
+/* lock(timeout=None) -> bool (True: the last holder died holding it). With a timeout in
+ * seconds, TimeoutError once it passes (a holder that is stopped or stuck). */
+static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "lock(timeout: float | None = None)");
+        return NULL;
+    }
     if (check_bound(s) < 0)
         return NULL;
-    int r = lock_segment(s);
-    if (r < 0)
+    if (nargs == 0 || args[0] == Py_None) {
+        int r = lock_segment(s);
+        return r < 0 ? NULL : PyBool_FromLong(r);
+    }
+    double timeout = PyFloat_AsDouble(args[0]);
+    if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
-    return PyBool_FromLong(r);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    double whole = (double)(long)timeout;
+    deadline.tv_sec += (time_t)whole;
+    deadline.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec += 1;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int r = pthread_mutex_trylock(LOCK(s));
+    if (r == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        r = pthread_mutex_timedlock(LOCK(s), &deadline);
+        Py_END_ALLOW_THREADS
+    }
+    if (r == 0)
+        Py_RETURN_FALSE;
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(LOCK(s));
+        Py_RETURN_TRUE;
+    }
+    if (r == ETIMEDOUT) {
+        PyErr_SetString(PyExc_TimeoutError, "the segment lock is still held");
+        return NULL;
+    }
+    errno = r;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 static PyObject *fp_unlock(FastPath *s, PyObject *noargs) {
@@ -1049,7 +1085,8 @@ static void fp_dealloc(FastPath *s) {
 
 static PyMethodDef fp_methods[] = {
     {"init_lock", (PyCFunction)fp_init_lock, METH_NOARGS, "Initialise the robust process-shared mutex (creator only)."},
-    {"lock", (PyCFunction)fp_lock, METH_NOARGS, "Take the segment lock; True if its last holder died holding it."},
+    {"lock", (PyCFunction)(void (*)(void))fp_lock, METH_FASTCALL,
+     "Take the segment lock (TimeoutError after timeout s); True if its last holder died holding it."},
     {"unlock", (PyCFunction)fp_unlock, METH_NOARGS, "Release the segment lock."},
     {"send", (PyCFunction)(void (*)(void))fp_send, METH_FASTCALL, "Queue a message in the common case."},
     {"send_group", (PyCFunction)(void (*)(void))fp_send_group, METH_FASTCALL, "Fan a message out in the common case."},

@@ -348,12 +348,20 @@ class Segment:
 
     # ----------------------------------------------------------------------- locking
 
-    def acquire(self) -> None:
-        """Take the segment lock; run recovery if the last holder died mid-operation."""
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the segment lock; run recovery if the last holder died mid-operation.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed (a holder that is stopped or stuck).
+        """
         fast = self.fast
         if fast is None:
             raise SegmentError(f"shm segment {self.name!r} is closed")
-        fast.lock()  # a dead holder's lock comes back consistent; the dirty word says more
+        try:
+            fast.lock(timeout)  # a dead holder's lock comes back consistent; the dirty word says more
+        except TimeoutError:
+            holder = self.u32[_OWNER_W]  # the holder's pid, read without the lock: for the message only
+            raise TimeoutError(f"the segment lock is still held after {timeout:g} s (by pid {holder})") from None
         try:
             owner = self.u32[_OWNER_W]
             self.u32[_OWNER_W] = self._pid

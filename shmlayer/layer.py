@@ -226,9 +226,9 @@ class ShmChannelLayer(BaseChannelLayer):
 
     # ================================================================== locking
 
-    def _locked(self, store: Store, op: Any, *args: Any) -> Any:
+    def _locked(self, store: Store, op: Any, *args: Any, lock_timeout: float | None = None) -> Any:
         seg = store.segment
-        seg.acquire()
+        seg.acquire(lock_timeout)
         clean = False
         wake = None
         try:
@@ -583,10 +583,14 @@ class ShmChannelLayer(BaseChannelLayer):
 
     # ============================================================ whole-layer ops
 
-    def flush(self) -> None:
-        """Empty every channel and group of the segment (for every process)."""
+    def flush(self, lock_timeout: float | None = None) -> None:
+        """Empty every channel and group of the segment (for every process).
+
+        Raises:
+            TimeoutError: the lock stayed held for ``lock_timeout`` seconds.
+        """
         store = self._current()
-        self._locked(store, store.flush)
+        self._locked(store, store.flush, lock_timeout=lock_timeout)
 
     def discard_prefix(self, prefix: str) -> int:
         """Drop the pending messages and memberships of every channel named ``prefix*``.
@@ -624,12 +628,16 @@ class ShmChannelLayer(BaseChannelLayer):
         stats = self._locked(store, channel_statistics, store, name, name_hash(name), _monotonic())
         return {key: stats[key] for key in _SPEC_STATISTICS if key in stats}
 
-    def stats(self) -> dict[str, Any]:
-        """A consistent snapshot of the whole segment (what ``python -m shmlayer stats`` prints)."""
+    def stats(self, lock_timeout: float | None = None) -> dict[str, Any]:
+        """A consistent snapshot of the whole segment (what ``python -m shmlayer stats`` prints).
+
+        Raises:
+            TimeoutError: the lock stayed held for ``lock_timeout`` seconds.
+        """
         from ._stats import mapping_pids, snapshot
 
         store = self._current()
-        snap = dict(self._locked(store, snapshot, store, _monotonic()))
+        snap = dict(self._locked(store, snapshot, store, _monotonic(), lock_timeout=lock_timeout))
         snap["mapped_by"] = mapping_pids(store.segment.path, store.segment.ino)  # outside the lock
         return snap
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.synchronize
 import os
+import signal
 import subprocess
 import sys
+import time
 from typing import Callable
 
 import shmlayer
@@ -78,3 +82,32 @@ def test_stats_never_writes_into_a_file_it_does_not_own() -> None:
 def test_negative_limit_is_a_usage_error() -> None:
     out = run("stats", "no-such-segment-here", "--limit", "-3")
     assert out.returncode == 2 and "--limit: must be 0 or more" in out.stderr and "Traceback" not in out.stderr
+
+
+def _hold(name: str, holding: "multiprocessing.synchronize.Event") -> None:
+    layer = shmlayer.ShmChannelLayer(name=name)
+    with layer._hold_lock_for_test():
+        holding.set()
+        time.sleep(30)
+
+
+def test_stats_and_flush_give_up_on_a_lock_held_too_long(make_layer: Make) -> None:
+    layer = make_layer()
+    layer.send("kept", {"n": 1})
+    ctx = multiprocessing.get_context("fork")
+    holding = ctx.Event()
+    proc = ctx.Process(target=_hold, args=(layer.segment_name, holding), daemon=True)
+    proc.start()
+    try:
+        assert holding.wait(10)
+        os.kill(proc.pid, signal.SIGSTOP)  # a stopped holder: the lock never comes back by itself
+        for command in ("stats", "flush"):
+            out = run(command, layer.segment_name, "--lock-timeout", "0.3")
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert f"still held after 0.3 s (by pid {proc.pid})" in out.stderr
+            assert "Traceback" not in out.stderr
+        assert run("stats", layer.segment_name, "--lock-timeout", "0").returncode == 2
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+    assert layer.receive(["kept"]) == ("kept", {"n": 1})  # the flush changed nothing
