@@ -139,6 +139,8 @@ typedef struct {
     int crash_at;    /* fault injection for tests: SIGKILL ourselves at this point (0: never)... */
     long crash_hits; /* ...the crash_hits-th time it is reached */
     int damaged;  /* an out-of-range link was met mid-operation: leave the dirty word set */
+    int waiting;  /* threads inside a GIL-released lock wait: release() defers to the last */
+    int closing;  /* release() was called while some were */
 } FastPath;
 
 /* The points between stores where a SIGKILL leaves a state recovery must repair;
@@ -167,7 +169,7 @@ static inline double monotonic_now(void) {
 }
 
 static int check_bound(FastPath *s) {
-    if (!s->bound) {
+    if (!s->bound || s->closing) {
         PyErr_SetString(PyExc_ValueError, "segment mapping is closed");
         return -1;
     }
@@ -176,6 +178,29 @@ static int check_bound(FastPath *s) {
 
 /* ------------------------------------------------------------------------ lock */
 
+static void let_go(FastPath *s) {
+    if (s->bound) {
+        s->bound = 0;
+        s->base = NULL;
+        PyBuffer_Release(&s->view);
+    }
+}
+
+/* Called with the GIL again after a wait without it, holding the mutex when ``locked``:
+ * if another thread closed the segment meanwhile, undo and fail (the mapping is still
+ * there: our buffer export kept it). */
+static int closed_while_waiting(FastPath *s, int locked) {
+    s->waiting--;
+    if (!s->closing)
+        return 0;
+    if (locked)
+        pthread_mutex_unlock(LOCK(s));
+    if (!s->waiting)
+        let_go(s);
+    PyErr_SetString(PyExc_ValueError, "segment mapping is closed");
+    return 1;
+}
+
 /* Take the mutex; 1 if its previous holder died holding it, 0 otherwise, -1 on error.
  * Spins briefly without the GIL (critical sections last a microsecond or two), then
  * sleeps in the kernel. */
@@ -183,6 +208,7 @@ static int lock_segment(FastPath *s) {
     pthread_mutex_t *m = LOCK(s);
     int r = pthread_mutex_trylock(m);
     if (r == EBUSY) {
+        s->waiting++;
         Py_BEGIN_ALLOW_THREADS
         for (int i = 0; i < 400 && r == EBUSY; i++) {
             if (i < 200) {
@@ -195,6 +221,16 @@ static int lock_segment(FastPath *s) {
         if (r == EBUSY)
             r = pthread_mutex_lock(m);
         Py_END_ALLOW_THREADS
+        int died = 0;
+        if (r == EOWNERDEAD) { /* consistent before any unlock, or the mutex is lost for good */
+            pthread_mutex_consistent(m);
+            died = 1;
+            r = 0;
+        }
+        if (closed_while_waiting(s, r == 0))
+            return -1;
+        if (r == 0)
+            return died;
     }
     if (r == 0)
         return 0;
@@ -634,9 +670,19 @@ static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     }
     int r = pthread_mutex_trylock(LOCK(s));
     if (r == EBUSY) {
+        s->waiting++;
         Py_BEGIN_ALLOW_THREADS
         r = pthread_mutex_timedlock(LOCK(s), &deadline);
         Py_END_ALLOW_THREADS
+        if (r == EOWNERDEAD) {
+            pthread_mutex_consistent(LOCK(s));
+            r = 0;
+            if (closed_while_waiting(s, 1))
+                return NULL;
+            Py_RETURN_TRUE;
+        }
+        if (closed_while_waiting(s, r == 0))
+            return NULL;
     }
     if (r == 0)
         Py_RETURN_FALSE;
@@ -993,11 +1039,9 @@ static PyObject *fp_disarm(FastPath *s, PyObject *arg) {
 }
 
 static PyObject *fp_release(FastPath *s, PyObject *noargs) {
-    if (s->bound) {
-        s->bound = 0;
-        s->base = NULL;
-        PyBuffer_Release(&s->view);
-    }
+    s->closing = 1;
+    if (!s->waiting)
+        let_go(s);
     Py_RETURN_NONE;
 }
 
@@ -1073,6 +1117,8 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     s->ops = 0;
     s->crash_at = 0;
     s->damaged = 0;
+    s->waiting = 0;
+    s->closing = 0;
     s->bound = 1;
     return 0;
 }

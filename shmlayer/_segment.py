@@ -299,7 +299,13 @@ class Segment:
             if obj is not None:
                 obj.release()
         if self._mm is not None:
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:
+                # A thread of ours is still waiting for the lock inside FastPath: its
+                # buffer export keeps the mapping alive until that wait ends, then the
+                # mmap object unmaps when it is collected.
+                pass
             self._mm = None
 
     def close(self) -> None:

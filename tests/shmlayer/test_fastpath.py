@@ -225,3 +225,41 @@ def test_an_out_of_range_link_is_not_followed_and_leaves_the_segment_to_recovery
     assert layer.receive(["c"]) == ("c", {"n": 1})
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
+
+
+def _hold_briefly(name: str, holding: Any, seconds: float) -> None:
+    layer = shmlayer.ShmChannelLayer(name=name)
+    with layer._hold_lock_for_test():
+        holding.set()
+        __import__("time").sleep(seconds)
+
+
+def test_closing_the_layer_while_a_thread_waits_for_the_lock(make_layer: Make) -> None:
+    import multiprocessing
+
+    layer = make_layer()
+    layer.send("c", {})
+    ctx = multiprocessing.get_context("fork")
+    holding = ctx.Event()
+    proc = ctx.Process(target=_hold_briefly, args=(layer.segment_name, holding, 0.5), daemon=True)
+    proc.start()
+    outcome: list[object] = []
+    try:
+        assert holding.wait(10)
+        waiter = threading.Thread(target=lambda: outcome.append(_try(lambda: layer.receive(["c"]))))
+        waiter.start()
+        __import__("time").sleep(0.1)  # the thread is now waiting for the lock without the GIL
+        layer.close()
+        waiter.join(10)
+    finally:
+        proc.join(10)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+    assert layer.receive(["c"]) == ("c", {})  # re-attached; nothing was lost
+
+
+def _try(call: Callable[[], Any]) -> object:
+    try:
+        return call()
+    except Exception as exc:
+        return exc
