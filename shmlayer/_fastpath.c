@@ -140,7 +140,8 @@ typedef struct {
     long crash_hits; /* ...the crash_hits-th time it is reached */
     int damaged;  /* an out-of-range link was met mid-operation: leave the dirty word set */
     int waiting;  /* threads inside a GIL-released lock wait: release() defers to the last */
-    int closing;  /* release() was called while some were */
+    int closing;  /* release() was called while some were, or while... */
+    int held;     /* ...a thread of ours held the lock through lock()/unlock() (Python path) */
 } FastPath;
 
 /* The points between stores where a SIGKILL leaves a state recovery must repair;
@@ -654,7 +655,10 @@ static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     if (nargs == 0 || args[0] == Py_None) {
         int r = lock_segment(s);
-        return r < 0 ? NULL : PyBool_FromLong(r);
+        if (r < 0)
+            return NULL;
+        s->held = 1;
+        return PyBool_FromLong(r);
     }
     double timeout = PyFloat_AsDouble(args[0]);
     if (timeout == -1.0 && PyErr_Occurred())
@@ -676,18 +680,21 @@ static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         Py_END_ALLOW_THREADS
         if (r == EOWNERDEAD) {
             pthread_mutex_consistent(LOCK(s));
-            r = 0;
             if (closed_while_waiting(s, 1))
                 return NULL;
+            s->held = 1;
             Py_RETURN_TRUE;
         }
         if (closed_while_waiting(s, r == 0))
             return NULL;
     }
-    if (r == 0)
+    if (r == 0) {
+        s->held = 1;
         Py_RETURN_FALSE;
+    }
     if (r == EOWNERDEAD) {
         pthread_mutex_consistent(LOCK(s));
+        s->held = 1;
         Py_RETURN_TRUE;
     }
     if (r == ETIMEDOUT) {
@@ -698,10 +705,19 @@ static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* unlock(): allowed after release() as long as lock() came first, so a thread still in
+ * a Python-path operation when another closed the segment lets the mutex go. */
 static PyObject *fp_unlock(FastPath *s, PyObject *noargs) {
-    if (check_bound(s) < 0)
+    if (!s->held) {
+        if (check_bound(s) < 0)
+            return NULL;
+        PyErr_SetString(PyExc_RuntimeError, "unlock() without lock()");
         return NULL;
+    }
+    s->held = 0;
     int r = pthread_mutex_unlock(LOCK(s));
+    if (s->closing && !s->waiting)
+        let_go(s);
     if (r) {
         errno = r;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1040,7 +1056,7 @@ static PyObject *fp_disarm(FastPath *s, PyObject *arg) {
 
 static PyObject *fp_release(FastPath *s, PyObject *noargs) {
     s->closing = 1;
-    if (!s->waiting)
+    if (!s->waiting && !s->held)
         let_go(s);
     Py_RETURN_NONE;
 }
@@ -1068,6 +1084,7 @@ static PyObject *fp_set_pid(FastPath *s, PyObject *arg) {
     if (PyErr_Occurred())
         return NULL;
     s->pid = (uint32_t)pid;
+    s->held = s->waiting = 0; /* in a forked child: the parent's threads are not ours */
     Py_RETURN_NONE;
 }
 
@@ -1119,6 +1136,7 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
     s->damaged = 0;
     s->waiting = 0;
     s->closing = 0;
+    s->held = 0;
     s->bound = 1;
     return 0;
 }

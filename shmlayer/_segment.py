@@ -292,8 +292,9 @@ class Segment:
 
     def _unmap(self) -> None:
         if self.fast is not None:
-            self.fast.release()  # its buffer export would keep the mmap from closing
-            self.fast = None
+            # Kept, not dropped: a thread of ours inside an operation must still be able
+            # to unlock. Released, it refuses every new call ("closed").
+            self.fast.release()
         for view in ("u32", "u64", "f64", "mv"):
             obj = self.__dict__.pop(view, None)
             if obj is not None:
@@ -361,7 +362,7 @@ class Segment:
             TimeoutError: ``timeout`` seconds passed (a holder that is stopped or stuck).
         """
         fast = self.fast
-        if fast is None:
+        if fast is None or self._fd < 0:
             raise SegmentError(f"shm segment {self.name!r} is closed")
         try:
             fast.lock(timeout)  # a dead holder's lock comes back consistent; the dirty word says more
@@ -380,10 +381,14 @@ class Segment:
     def release(self, clean: bool = True) -> None:
         """Drop the lock. ``clean=False`` (an exception mid-operation) leaves the dirty
         word set so that the next holder repairs whatever was half done."""
-        if clean:
-            self.u32[_OWNER_W] = 0
         assert self.fast is not None
-        self.fast.unlock()
+        try:
+            if clean:
+                self.u32[_OWNER_W] = 0
+        finally:
+            # Even if another thread closed the segment under us (views released): the
+            # mutex must go back, or every other process would wait for it.
+            self.fast.unlock()
 
 
 _OWNER_W = L.H["lock_owner"] >> 2

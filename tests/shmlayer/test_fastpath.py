@@ -263,3 +263,31 @@ def _try(call: Callable[[], Any]) -> object:
         return call()
     except Exception as exc:
         return exc
+
+
+def test_closing_the_layer_while_a_thread_holds_the_lock_gives_the_lock_back(make_layer: Make) -> None:
+    layer = make_layer()
+    other = shmlayer.ShmChannelLayer(name=layer.segment_name)  # another process, in effect
+    try:
+        holding = threading.Event()
+        outcome: list[object] = []
+
+        def hold() -> None:
+            def body() -> None:
+                with layer._hold_lock_for_test():
+                    holding.set()
+                    __import__("time").sleep(0.3)
+
+            outcome.append(_try(body))
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(10)
+        layer.close()  # under the holder's feet: its views go, its mutex must not stay taken
+        holder.join(10)
+        assert not holder.is_alive() and len(outcome) == 1
+        other.send("after", {})  # would wait forever on a mutex nobody can unlock
+        assert other.receive(["after"]) == ("after", {})
+        assert other.verify() == []
+    finally:
+        other.close()
