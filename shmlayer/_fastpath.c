@@ -288,6 +288,8 @@ static inline int block_ok(FastPath *s, uint32_t block) {
 /* ------------------------------------------------------------------- channels */
 
 static uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
+    if (n > 256) /* the name field's size: no entry can hold it */
+        return 0;
     uint32_t i = *U32(s, s->chan_bucket_off + 4ull * (h & s->cmask));
     uint32_t guard = s->n_channels;
     while (i && guard--) {
@@ -591,6 +593,8 @@ static int queue_has_expired(FastPath *s, uint32_t i, double now) {
 }
 
 static uint32_t lookup_group(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
+    if (n > 256)
+        return 0;
     uint32_t g = *U32(s, s->group_bucket_off + 4ull * (h & s->gmask));
     for (uint32_t guard = s->n_groups; g && guard; guard--) {
         if (g >= s->n_groups)
