@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import _layout as L
-from ._fields import *  # noqa: F403
+from ._fields import (
+    CW, C_CAP, C_FLAGS, C_MHEAD, C_NCOUNT, C_NFULL, GW, G_FLAGS, G_GEN, G_HASH, G_HNEXT,
+    G_MCOUNT, G_MHEAD, G_NAME, G_NLEN, G_NSENT, H_GROUP_BUMP, H_GROUP_FREE, H_MEMBER_BUMP,
+    H_MEMBER_FREE, MW, M_CHAN, M_CNEXT, M_CPREV, M_FLAGS, M_GNEXT, M_GPREV, M_GROUP, M_HASH,
+    M_HNEXT, M_STAMP_B, NOSPACE, OK, Q_FULL, Q_GSENDS, Q_GSKIP, Q_MEXPIRED, Q_SEGFULL,
+    member_hash,
+)
 from ._fields import _MASK32
 
 if TYPE_CHECKING:

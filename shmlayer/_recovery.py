@@ -27,14 +27,15 @@ import zlib
 from typing import Callable
 
 from . import _layout as L
-from ._store import (
+from ._fields import (
     C_CAP, C_FLAGS, C_GEN, C_HASH, C_HEAD, C_HNEXT, C_MHEAD, C_NAME, C_NCOUNT, C_NLEN, C_QCOUNT, C_QUEUE,
     C_REFS, C_TAIL, CW, G_FLAGS, G_GEN, G_HASH, G_HNEXT, G_MCOUNT, G_MHEAD, G_NAME, G_NLEN, GW,
     H_CHAN_BUMP, H_CHAN_FREE, H_GROUP_BUMP, H_GROUP_FREE, H_MEMBER_BUMP, H_MEMBER_FREE, H_NODE_BUMP,
     H_NODE_FREE, H_SWEEP, H_WBUMP, H_WILD, M_CHAN, M_FLAGS, M_GROUP, M_HASH, M_HNEXT, MW, N_CHAN,
     N_FLAGS, N_NEXT, N_PAYLOAD, NW, STATE_ARMED, STATE_FREE,
-    W_BUCKETS, W_NB, W_PID, W_STATE, WW, Store, kind_of, member_hash,
+    W_BUCKETS, W_NB, W_PID, W_STATE, WW, kind_of, member_hash,
 )
+from ._store import Store
 
 _MASK32 = 0xFFFFFFFF
 _RECOVERIES_W = L.H["recoveries"] >> 2

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _layout as L
-from ._fields import *  # noqa: F403
+from ._fields import (
+    H_WBUMP, H_WILD, STATE_ARMED, STATE_FREE, STATE_IDLE, WW, W_BUCKETS, W_NB, W_PID, W_STATE,
+)
 
 
 class WaiterSlots:

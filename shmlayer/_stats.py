@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 from . import _layout as L
-from ._recovery import pid_alive
-from ._store import (
+from ._fields import (
     C_FLAGS, C_HEAD, C_MHEAD, C_NCOUNT, C_NEXP, C_NFULL, C_NSENT, C_QCOUNT, C_QUEUE, C_CAP, CW,
     G_FLAGS, G_MCOUNT, G_NSENT, GW, H_CHAN_BUMP, H_CHAN_FREE, H_GROUP_BUMP, H_GROUP_FREE,
     H_MEMBER_BUMP, H_MEMBER_FREE, H_NODE_BUMP, H_NODE_FREE, H_WBUMP, M_CNEXT, MW, N_CHAN, N_NEXT,
-    N_SENT_B, NW, W_NB, W_PID, W_STATE, WW, Store,
+    N_SENT_B, NW, W_NB, W_PID, W_STATE, WW,
 )
+from ._recovery import pid_alive
+from ._store import Store
 
 _COUNTERS = (
     "n_sent", "n_received", "n_full", "n_expired", "n_group_skipped", "n_segment_full",

@@ -22,12 +22,20 @@ just recycled.
 from __future__ import annotations
 
 from . import _layout as L
-from ._fields import *  # noqa: F403
+from ._fields import (
+    CW, C_CAP, C_FLAGS, C_GEN, C_HASH, C_HEAD, C_HNEXT, C_MHEAD, C_NAME, C_NCOUNT, C_NEXP,
+    C_NFULL, C_NLEN, C_NSENT, C_QCOUNT, C_QUEUE, C_REFS, C_TAIL, FULL, GW, G_FLAGS, G_GEN,
+    H_CHAN_BUMP, H_CHAN_FREE, H_GROUP_BUMP, H_GROUP_FREE, H_MEMBER_BUMP, H_MEMBER_FREE,
+    H_NODE_BUMP, H_NODE_FREE, H_SWEEP, H_WILD, MW, M_CNEXT, NOSPACE, NW, N_CHAN, N_EXPIRES_B,
+    N_FLAGS, N_NEXT, N_PAYLOAD, N_SENT_B, OK, Q_DISCARDED, Q_EXPIRED, Q_FULL, Q_RECEIVED,
+    Q_SEGFULL, Q_SENT, kind_of, name_hash,
+)
 from ._fields import _MASK32
 from ._groups import GroupTable
 from ._heap import Heap
 from ._segment import Segment
 from ._slots import WaiterSlots
+
 
 class Store(GroupTable, WaiterSlots):
     """Table operations on one mapped segment. Call only with the segment lock held."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 import zlib
 
 from . import _layout as L
-from ._store import (
+from ._fields import (
     C_FLAGS, C_HASH, C_HEAD, C_HNEXT, C_MHEAD, C_NCOUNT, C_NLEN, C_QCOUNT, C_QUEUE, C_REFS, C_TAIL,
     CW, G_FLAGS, G_HNEXT, G_MCOUNT, G_MHEAD, GW, H_CHAN_BUMP, H_CHAN_FREE, H_GROUP_BUMP, H_GROUP_FREE,
     H_MEMBER_BUMP, H_MEMBER_FREE, H_NODE_BUMP, H_NODE_FREE, H_WBUMP, H_WILD, M_CHAN, M_CNEXT,
     M_FLAGS, M_GNEXT, M_GROUP, M_HNEXT, MW, N_CHAN, N_NEXT, N_PAYLOAD, NW, STATE_ARMED, W_BUCKETS,
-    W_NB, W_STATE, WW, Store,
+    W_NB, W_STATE, WW,
 )
+from ._store import Store
 
 
 def _chain_members(store: Store, buckets_w: int, nbuckets: int, base: int, stride: int, link: int,

@@ -28,7 +28,8 @@ from . import _layout as L
 from ._fastpath import LAYOUT
 from ._recovery import pid_alive, recover
 from ._segment import LayoutVersionMismatch, Segment, SegmentError, default_segment_name, validate_segment_name
-from ._store import FULL, NOSPACE, Store, name_hash
+from ._fields import FULL, NOSPACE, name_hash
+from ._store import Store
 from ._waiters import Waiter, WakeSender
 from .contract import (
     BaseChannelLayer,
