@@ -729,6 +729,36 @@ static PyObject *fp_unlock(FastPath *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+/* The start both sends share: a wake list and the lock. 1: entered (the lock held, the
+ * dirty word clear); 0: go the Python way (too big for the fast path, or dirty); -1 error. */
+static int start_send(FastPath *s, Py_ssize_t dlen, PyObject **wake) {
+    if (dlen > 0xFFFFFFF0)
+        return 0;
+    *wake = PyList_New(0);
+    if (*wake == NULL)
+        return -1;
+    int entered = enter(s);
+    if (entered) {
+        Py_CLEAR(*wake);
+        return entered < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+/* The end both sends share: unlock, then the wake list if a message went out and found
+ * armed waiters, else the result code. */
+static PyObject *end_send(FastPath *s, long result, PyObject *wake) {
+    leave(s);
+    if (PyErr_Occurred()) {
+        Py_DECREF(wake);
+        return NULL;
+    }
+    if (result == 0 && PyList_GET_SIZE(wake))
+        return wake;
+    Py_DECREF(wake);
+    return PyLong_FromLong(result);
+}
+
 /* send(name, hash, data, expiry) -> 0 | [slots to wake] | SLOW | SWEEP */
 static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
@@ -745,17 +775,10 @@ static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     double expiry = PyFloat_AsDouble(args[3]);
     if (PyErr_Occurred())
         return NULL;
-    if (dlen > 0xFFFFFFF0)
-        return PyLong_FromLong(R_SLOW);
-    PyObject *wake = PyList_New(0);
-    if (wake == NULL)
-        return NULL;
-
-    int entered = enter(s);
-    if (entered) {
-        Py_DECREF(wake);
-        return entered < 0 ? NULL : PyLong_FromLong(R_SLOW);
-    }
+    PyObject *wake = NULL;
+    int started = start_send(s, dlen, &wake);
+    if (started <= 0)
+        return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
     long result = R_SLOW;
     double now = monotonic_now();
     /* Every decision first, reads only. */
@@ -781,17 +804,10 @@ static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     CRASH_POINT(s, 1);
     memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);
     result = 0;
-    if (enqueue(s, i, block, now, now + expiry, wake) < 0) {
-        leave(s);
-        Py_DECREF(wake);
-        return NULL;
-    }
+    /* A MemoryError while listing waiters leaves the message queued; end_send raises it. */
+    enqueue(s, i, block, now, now + expiry, wake);
 out:
-    leave(s);
-    if (result == 0 && PyList_GET_SIZE(wake))
-        return wake;
-    Py_DECREF(wake);
-    return PyLong_FromLong(result);
+    return end_send(s, result, wake);
 }
 
 /* send_group(name, hash, data, expiry, group_expiry) -> 0 | [slots to wake] | SLOW | SWEEP
@@ -812,16 +828,10 @@ static PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t na
     double group_expiry = PyFloat_AsDouble(args[4]);
     if (PyErr_Occurred())
         return NULL;
-    if (dlen > 0xFFFFFFF0)
-        return PyLong_FromLong(R_SLOW);
-    PyObject *wake = PyList_New(0);
-    if (wake == NULL)
-        return NULL;
-    int entered = enter(s);
-    if (entered) {
-        Py_DECREF(wake);
-        return entered < 0 ? NULL : PyLong_FromLong(R_SLOW);
-    }
+    PyObject *wake = NULL;
+    int started = start_send(s, dlen, &wake);
+    if (started <= 0)
+        return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
     long result = R_SLOW;
     double now = monotonic_now();
     if (!sweep_is_clean(s, now, 2))
@@ -878,15 +888,7 @@ static PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t na
     if (!*U32(s, block + B_REFS))
         heap_free(s, block);
 out:
-    leave(s);
-    if (PyErr_Occurred()) {
-        Py_DECREF(wake);
-        return NULL;
-    }
-    if (result == 0 && PyList_GET_SIZE(wake))
-        return wake;
-    Py_DECREF(wake);
-    return PyLong_FromLong(result);
+    return end_send(s, result, wake);
 }
 
 /* receive(targets, start, slot=-1) -> (name, payload) | None | SLOW | SWEEP
