@@ -175,9 +175,15 @@ def run_worker(
     try:
         return worker.run()
     finally:
-        close = getattr(wrapper.channel_layer, "close", None)
-        if callable(close) and not worker.consumers_running():
-            try:
-                close()
-            except Exception:
-                logger.exception("Closing the channel layer failed")
+        release_layer(wrapper, worker)
+
+
+def release_layer(wrapper: Any, worker: Any) -> None:
+    """Close the layer once a worker has run, unless a consumer thread is still inside it
+    (after a quick stop): closing under it would fail that thread's last message."""
+    close = getattr(wrapper.channel_layer, "close", None)
+    if callable(close) and not worker.consumers_running():
+        try:
+            close()
+        except Exception:
+            logger.exception("Closing the channel layer failed")

@@ -59,7 +59,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from channels.signals import worker_process_ready
         from worker._loop import Worker
-        from worker._run import WorkerConfigError, load_layer_wrapper, setup_logging
+        from worker._run import WorkerConfigError, load_layer_wrapper, release_layer, setup_logging
 
         verbosity = options["verbosity"]
         for name in ("threads", "max_messages", "max_messages_jitter"):
@@ -89,9 +89,6 @@ class Command(BaseCommand):
         try:
             code = worker.run()
         finally:
-            close = getattr(wrapper.channel_layer, "close", None)
-            # After a quick stop a consumer thread may still be inside the layer.
-            if callable(close) and not worker.consumers_running():
-                close()
+            release_layer(wrapper, worker)
         if code:
             raise CommandError(f"Worker exited with code {code}", returncode=code)
