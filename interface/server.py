@@ -55,6 +55,8 @@ log = logging.getLogger("interface")
 _OVERLOAD_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 #: Channels whose messages the application usually answers at once (the receiver polls).
 _ANSWERED = frozenset(("http.request", "websocket.connect", "websocket.receive"))
+#: Bytes read from a socket at once (asyncio's own read size).
+READ_SIZE = 256 * 1024
 #: Outgoing bytes buffered for one slow client before it is dropped.
 MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
@@ -78,8 +80,14 @@ def _address(value: Any) -> tuple[str, int] | None:
     return None
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP connection: bytes to its core, the core's effects to the world."""
+class _Connection(asyncio.BufferedProtocol):
+    """One TCP connection: bytes to its core, the core's effects to the world.
+
+    A buffered protocol: the transport reads into the server's one read buffer
+    (``recv_into``) and the bytes read are copied out. A plain Protocol gets
+    ``sock.recv(256 KiB)``, which allocates and shrinks 256 KiB per read: about 14 µs
+    of a small message's round trip here, more than the copy costs.
+    """
 
     def __init__(self, server: InterfaceServer, cid: str) -> None:
         self.server = server
@@ -95,7 +103,7 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False
         self._gone = False
 
-    # -- asyncio.Protocol -------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -113,7 +121,16 @@ class _Connection(asyncio.Protocol):
         self.server.connections[self.cid] = self
         self.pump()
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Shared by every connection: the loop calls get_buffer, recv_into and
+        # buffer_updated back to back, and buffer_updated copies what it needs.
+        return self.server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.server.read_buffer[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
+        """Feed bytes read from the socket to the core and carry out what it queued."""
         self.core.receive_data(data)
         self.pump()
 
@@ -327,6 +344,7 @@ class InterfaceServer:
         self.group_expiry = getattr(layer, "group_expiry", 86400)
         self.connections: dict[str, _Connection] = {}
         self.access_log = AccessLog(self.options.access_log)
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self._next_cid = 0
         self._accepting: set[int] = set()
         self._accept_paused = False
