@@ -166,6 +166,23 @@ def _plain(value: object) -> bool:
     return False
 
 
+def channel_list(channels: object) -> list[str]:
+    """The ``channels`` argument of ``receive`` as a list (names not yet validated).
+
+    Raises:
+        TypeError: a single name (a str would otherwise be read as one-letter names) or
+            something that is not a collection of names.
+    """
+    if type(channels) is list:
+        return channels  # the common case, no copy
+    if isinstance(channels, (str, bytes)):
+        raise TypeError(f"receive() takes a list of channel names, not a single name {channels!r}")
+    try:
+        return list(channels)  # type: ignore[call-overload,no-any-return]
+    except TypeError:
+        raise TypeError(f"receive() takes a list of channel names, not {channels!r}") from None
+
+
 def validate_message(message: object) -> Mapping[str, Any]:
     """Check that ``message`` is an ASGI message (asgi1.md §3) and return it.
 

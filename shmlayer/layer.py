@@ -34,6 +34,7 @@ from ._waiters import Waiter, WakeSender
 from .contract import (
     BaseChannelLayer,
     ChannelFull,
+    channel_list,
     deserialize,
     validate_channel_name,
     validate_group_name,
@@ -298,11 +299,9 @@ class ShmChannelLayer(BaseChannelLayer):
     # ============================================================== receive side
 
     def _receive_targets(self, channels: Iterable[str]) -> list[tuple[bytes, int]]:
-        if isinstance(channels, (str, bytes)):
-            raise TypeError(f"receive() takes a list of channel names, not {type(channels).__name__}")
         cache = self._recv_names
         targets = []
-        for channel in channels:
+        for channel in channel_list(channels):
             target = cache.get(channel)
             if target is None:
                 validate_channel_name(channel, receive=True)

@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from shmlayer.contract import (
     BaseChannelLayer,
     ChannelFull,
+    channel_list,
     deserialize,
     validate_channel_name,
     validate_group_name,
@@ -416,12 +417,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     @staticmethod
     def _receive_names(channels: Iterable[str]) -> list[str]:
-        if isinstance(channels, (str, bytes)):
-            raise TypeError(f"receive() takes a list of channel names, not a single name {channels!r}")
-        try:
-            names = list(channels)
-        except TypeError:
-            raise TypeError(f"receive() takes a list of channel names, not {channels!r}") from None
+        names = channel_list(channels)
         for name in names:
             validate_channel_name(name, receive=True)
         return names

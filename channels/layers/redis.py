@@ -26,6 +26,7 @@ import redis.exceptions
 from shmlayer.contract import (
     BaseChannelLayer,
     ChannelFull,
+    channel_list,
     deserialize,
     random_suffix,
     validate_channel_name,
@@ -195,10 +196,8 @@ class RedisChannelLayer(BaseChannelLayer):
     def _receive_plan(self, channels: Iterable[str]) -> dict[int, list[str]]:
         # validated, de-duplicated queue names per shard, each list shuffled so a busy
         # channel cannot starve a quiet one (asgi1.md §4)
-        if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
-            raise TypeError(f"channels must be a list of channel names, not {channels!r}")
         plan: dict[int, list[str]] = {}
-        for channel in dict.fromkeys(channels):
+        for channel in dict.fromkeys(channel_list(channels)):
             validate_channel_name(channel, receive=True)
             plan.setdefault(self._shard_of(channel), []).append(channel)
         for queues in plan.values():
