@@ -31,7 +31,11 @@ run: install
 test: install
 	$(PY) -m pytest
 
-bench: install
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(PY) -m bench
 
 conformance: install

@@ -26,6 +26,8 @@ setup(
     extras_require={
         # Encryption at rest of Redis message bodies (symmetric_encryption_keys): Fernet.
         "encryption": ["cryptography>=42"],
+        # `make bench`: the interface benchmark's peer.
+        "bench": ["uvicorn>=0.30"],
         "test": [
             "cryptography>=42",
             "pytest>=8",
