@@ -18,8 +18,9 @@ Policy choices, as in h11's example server:
 - accept errors EMFILE/ENFILE/ENOBUFS/ENOMEM mean "overloaded": log, stop accepting
   for 100 ms, continue (trio's serve_listeners); accepting also pauses at
   ``max_connections``;
-- a send the layer refuses with ChannelFull is retried only where asgi1.md §5 says so,
-  and while a connection has a send waiting, its socket is not read (backpressure);
+- a send the layer refuses with ChannelFull (or cannot make: layer unreachable) is
+  retried only where asgi1.md §5 says so, and while a connection has a send waiting,
+  its socket is not read (backpressure); any other send error is refused at once;
 - SIGTERM drains (stop accepting, in-flight HTTP finishes within graceful_timeout,
   WebSockets close 1001 with a ``websocket.disconnect``); SIGINT/SIGQUIT stop fast;
 - the layer epoch is checked every second: a new epoch means the layer lost its
@@ -241,20 +242,36 @@ class _Connection(asyncio.BufferedProtocol):
                 log.debug("dropping %s message: channel full", send.channel)
         elif outcome == "too_large":
             self.core.send_refused(send, too_large=True)
+        elif outcome == "failed" and send.on_full is not OnFull.DROP:
+            self.core.send_refused(send)
 
-    def _try_send(self, send: LayerSend) -> str:
+    def _try_send(self, send: LayerSend, retrying: bool = False) -> str:
+        """Send once; say how it went.
+
+        Returns:
+            "sent"; "full" for ChannelFull and for a layer that cannot be reached
+            (``ConnectionError``, e.g. Redis down: retrying may help, and refusing
+            gives the client the same 503/1013 as a full channel); "too_large" for
+            MessageTooLarge; "failed" for any other error (a bug or a message the
+            layer cannot encode): logged with its traceback once, never retried.
+        """
         try:
             self.server.layer.send(send.channel, send.message)
-            if send.channel in _ANSWERED:
-                self.server.receiver.expect()
         except ChannelFull:
             return "full"
         except MessageTooLarge:
             log.warning("message for %s too large for the layer", send.channel)
             return "too_large"
+        except ConnectionError as exc:
+            if not retrying:
+                log.error("channel layer unreachable sending to %s: %s", send.channel, exc)
+            return "full"
         except Exception:
             log.exception("layer send to %s failed", send.channel)
-            return "full" if send.on_full is not OnFull.DROP else "dropped"
+            return "failed"
+        # Outside the try: a failure here must not make a sent message look unsent.
+        if send.channel in _ANSWERED:
+            self.server.receiver.expect()
         return "sent"
 
     def _schedule_retry(self, delay: float) -> None:
@@ -265,7 +282,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._retry_handle = None
         while self._pending:
             head = self._pending[0]
-            outcome = self._try_send(head)
+            outcome = self._try_send(head, retrying=True)
             if outcome == "full":
                 if time.monotonic() - self._pending_since >= head.retry_for:
                     self._pending.clear()
@@ -275,9 +292,9 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             self._pending.popleft()
             self._pending_since = time.monotonic()
-            if outcome == "too_large":
+            if outcome == "too_large" or (outcome == "failed" and head.on_full is not OnFull.DROP):
                 self._pending.clear()
-                self.core.send_refused(head, too_large=True)
+                self.core.send_refused(head, too_large=outcome == "too_large")
                 break
         self.pump()
 

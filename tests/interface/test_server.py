@@ -338,6 +338,53 @@ def test_channel_full_on_websocket_receive_closes_1013(serve):
     assert closed.value.rcvd.code == 1013
 
 
+class SendFailsLayer(InMemoryChannelLayer):
+    """The in-memory layer whose ``send`` to one channel raises ``error`` (counted)."""
+
+    def __init__(self, channel: str, error: Exception) -> None:
+        super().__init__()
+        self.failing = channel
+        self.error = error
+        self.attempts = 0
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        if channel == self.failing:
+            self.attempts += 1
+            raise self.error
+        super().send(channel, message)
+
+
+def test_a_send_error_that_is_no_full_channel_is_refused_at_once_not_retried(serve):
+    # A bug or an unencodable message: retrying cannot help, so no retry, one refusal.
+    http_layer = SendFailsLayer("http.request", TypeError("cannot serialize"))
+    running, _ = serve(layer=http_layer, consumer=False)
+    assert get(running.port, "/x")[0] == 503
+    assert http_layer.attempts == 1
+    ws_layer = SendFailsLayer("websocket.receive", TypeError("cannot serialize"))
+    running, _ = serve(layer=ws_layer, channels=["websocket.connect"])
+    with ws_connect(f"ws://127.0.0.1:{running.port}/x") as ws:
+        ws.send("m")
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1013
+    assert ws_layer.attempts == 1
+
+
+def test_an_unreachable_layer_is_retried_like_a_full_channel(serve):
+    # ConnectionError (Redis down) may pass: websocket.receive is retried, then closed 1013.
+    layer = SendFailsLayer("websocket.receive", ConnectionError("Redis is unreachable"))
+    running, _ = serve(layer=layer, channels=["websocket.connect"])
+    with ws_connect(f"ws://127.0.0.1:{running.port}/x") as ws:
+        ws.send("m")
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1013
+    assert layer.attempts > 1
+    http_layer = SendFailsLayer("http.request", ConnectionError("Redis is unreachable"))
+    running, _ = serve(layer=http_layer, consumer=False)
+    assert get(running.port, "/x") == (503, b"Request queue full.\n")
+
+
 def test_proxy_headers_and_root_path_reach_the_application(serve):
     running, _ = serve(Options(proxy_headers=True, root_path="/app"))
     status, body = get(running.port, "/scope", {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https",
