@@ -244,19 +244,27 @@ class HTTPConnection(ConnectionCore[HTTPState]):
                         self.options.http_idle_timeout)
             self._abort()
 
-    def shutdown(self) -> None:
-        """Graceful stop: close when idle, let the request in progress finish first."""
+    def shutdown(self, code: int = 1001) -> None:
+        """Graceful stop: close when idle, let the request in progress finish first.
+
+        Args:
+            code: the WebSocket close code (the cores share one signature); unused here.
+        """
         self._draining = True
         if not self.busy:
             self._close()
 
-    def abort(self, status: int = 503, reason: bytes = b"Service Unavailable") -> None:
-        """Stop now: answer ``status`` if no response started, else cut the response."""
+    def abort(self, code: int = 1012) -> None:
+        """Stop now: answer 503 if no response started, else cut the response.
+
+        Args:
+            code: the WebSocket close code (the cores share one signature); unused here.
+        """
         state = self._life.state
         if state is HTTPState.RESPONDING:
             self._abort()
         elif state in (HTTPState.RECEIVING, HTTPState.STREAMING, HTTPState.WAITING):
-            self._fail(status, reason, notify=state is not HTTPState.RECEIVING)
+            self._fail(503, b"Service Unavailable", notify=state is not HTTPState.RECEIVING)
         elif state is HTTPState.IDLE:
             self._close()
 

@@ -268,7 +268,9 @@ class WebSocketConnection(ConnectionCore[WSState]):
         elif state is WSState.OPEN:
             self._local_close(code, notify=True)
 
-    abort = shutdown
+    def abort(self, code: int = 1012) -> None:
+        """Stop now: for a WebSocket the same as :meth:`shutdown` (close ``code`` at once)."""
+        self.shutdown(code)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -165,18 +165,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     def shutdown(self, code: int = 1001) -> None:
         """Graceful stop: HTTP finishes its request, WebSockets close with ``code``."""
-        if isinstance(self.core, WebSocketConnection):
-            self.core.shutdown(code)
-        else:
-            self.core.shutdown()
+        self.core.shutdown(code)
         self.pump()
 
     def abort_core(self, code: int = 1012) -> None:
         """Stop now: HTTP answers 503 or is cut, WebSockets close with ``code``."""
-        if isinstance(self.core, WebSocketConnection):
-            self.core.abort(code)
-        else:
-            self.core.abort()
+        self.core.abort(code)
         self.pump()
 
     @property

@@ -339,6 +339,18 @@ def test_graceful_shutdown_finishes_the_request_then_closes():
     assert idle.closed
 
 
+def test_abort_answers_503_to_a_waiting_request_and_takes_the_websocket_close_code():
+    # One signature for both cores: the transport calls abort(code) without asking which.
+    core, _ = http_core()
+    core.receive_data(request())
+    sends_of(core)
+    core.abort(1012)
+    ((status, _, body),) = parse_responses(core.pop_data())
+    assert (status, body) == (503, b"Service Unavailable\n") and core.closed
+    (disconnect,) = sends_of(core)
+    assert disconnect.channel == "http.disconnect"
+
+
 def test_early_response_during_upload_closes_after_response():
     core, _ = http_core()
     core.receive_data(request("POST", headers=[("Content-Length", str(2 * BODY_CHUNK_SIZE))]))

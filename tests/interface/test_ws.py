@@ -290,10 +290,11 @@ def test_message_too_large_for_the_layer_closes_1009():
     assert [e.code for e in frames(client, core.pop_data()) if isinstance(e, CloseConnection)] == [1009]
 
 
+@pytest.mark.parametrize("stop", ["shutdown", "abort"])
 @pytest.mark.parametrize("code", [1001, 1012])
-def test_shutdown_and_layer_loss_close_with_code_and_notify(code):
+def test_shutdown_and_layer_loss_close_with_code_and_notify(code, stop):
     core, _, client = opened()
-    core.shutdown(code)
+    getattr(core, stop)(code)
     assert [e.code for e in frames(client, core.pop_data()) if isinstance(e, CloseConnection)] == [code]
     (send,) = sends_of(core)
     assert send.message["code"] == code
