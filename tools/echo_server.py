@@ -22,9 +22,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from channels._retry import retry_while_full  # noqa: E402
 from interface import InterfaceServer, Options  # noqa: E402
 
 CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect"]
+#: Seconds a reply waits for room on a full reply channel before it is dropped (its
+#: client is gone or stuck; waiting longer would stall every other reply).
+REPLY_RETRY_FOR = 5.0
+
+log = logging.getLogger("echo_server")
 
 
 async def echo_consumer(layer: object) -> None:
@@ -50,12 +56,12 @@ def run_blocking_consumer(layer: object) -> int:
         if channel is None:
             continue
         out = answer(channel, message)
-        while out is not None and not stopping:
-            try:
-                layer.send(message["reply_channel"], out)  # type: ignore[attr-defined]
-                break
-            except layer.ChannelFull:  # type: ignore[attr-defined]
-                time.sleep(0.005)
+        if out is None:
+            continue
+        target = message["reply_channel"]
+        if not retry_while_full(lambda: layer.send(target, out), layer.ChannelFull,  # type: ignore[attr-defined]
+                                time.monotonic() + REPLY_RETRY_FOR, 0.005, 0.05):
+            log.warning("reply channel %s stayed full for %ss: reply dropped", target, REPLY_RETRY_FOR)
     layer.close()  # type: ignore[attr-defined]
     return 0
 
@@ -71,15 +77,24 @@ def answer(channel: str, message: dict) -> dict | None:
     return None
 
 
-async def reply(layer: object, channel: str, message: dict) -> None:
+async def reply(layer: object, channel: str, message: dict, retry_for: float = REPLY_RETRY_FOR) -> bool:
+    """Send the echo application's answer to ``message``, waiting out ChannelFull.
+
+    Returns:
+        False if the reply channel stayed full for ``retry_for`` seconds (reply dropped).
+    """
     out = answer(channel, message)
     if out is None:
-        return
+        return True
+    deadline = time.monotonic() + retry_for
     while True:
         try:
             layer.send(message["reply_channel"], out)  # type: ignore[attr-defined]
-            return
+            return True
         except layer.ChannelFull:  # type: ignore[attr-defined]
+            if time.monotonic() >= deadline:
+                log.warning("reply channel %s stayed full for %ss: reply dropped", message["reply_channel"], retry_for)
+                return False
             await asyncio.sleep(0.005)
 
 
