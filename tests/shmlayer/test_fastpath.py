@@ -192,7 +192,9 @@ def test_arming_a_waiter_makes_the_same_stores_as_the_python_path(make_layer: Ma
     fast = make_layer()
     python = make_layer()
     use_python_path(python)
-    names = [["a", "b!"], [f"c{n}" for n in range(40)]]  # 40 names: armed on every channel
+    # 28 names (MAX_WAIT_BUCKETS) still arm per bucket; 29 and 40 arm on every channel.
+    names = [["a", "b!"], [f"d{n}" for n in range(L.MAX_WAIT_BUCKETS)]]
+    names += [[f"c{n}" for n in range(count)] for count in (L.MAX_WAIT_BUCKETS + 1, 40)]
     for layer in (fast, python):
         layer.send("a", {})  # an entry that exists, next to ones that do not
         assert layer.receive(["a"]) == ("a", {})
@@ -204,6 +206,8 @@ def test_arming_a_waiter_makes_the_same_stores_as_the_python_path(make_layer: Ma
             waiters.append((layer, store, waiter))
             assert layer._receive_once(store, layer._receive_targets(channels), waiter) is None
             assert store.waiter_armed(waiter.slot)
+            wildcard = len(channels) > L.MAX_WAIT_BUCKETS
+            assert store.u32[L.H["wild_waiters"] >> 2] == int(wildcard)
         assert _image(fast) == _image(python)
         for layer, store, waiter in waiters:
             layer._give_back(store, waiter)
