@@ -190,3 +190,30 @@ def test_send_group_skips_full_members_in_c_like_the_python_path(make_layer: Mak
         assert got == [("p!a", {"first": "a"}), ("p!b", {"n": 1}), ("p!c", {"first": "c"})]
         assert layer.receive(["p!"]) == (None, None)
     assert _image(fast) == _image(python)
+
+
+def _send_from_inherited(layer: shmlayer.ShmChannelLayer, crash_point: int) -> None:
+    if crash_point:
+        _fast(layer).crash_at(crash_point)
+    layer.send("c", {"from": "child"})  # the layer object the parent made, used after fork
+
+
+@pytest.mark.parametrize("crash_point", [0, 4])
+def test_a_forked_child_uses_the_inherited_layer_under_its_own_pid(make_layer: Make, crash_point: int) -> None:
+    layer = make_layer()
+    layer.send("c", {"from": "parent"})  # mapped, entry made, C path warmed up before the fork
+    proc = ctx.Process(target=_send_from_inherited, args=(layer, crash_point), daemon=True)
+    proc.start()
+    proc.join(10)
+    if crash_point:
+        assert proc.exitcode == -signal.SIGKILL, "the crash point was never reached"
+        # Killed between two stores of the C send: the dirty word names the child, not
+        # the parent whose FastPath it inherited (set_pid at fork).
+        assert layer._current().segment.u32[_OWNER_W] == proc.pid
+    else:
+        assert proc.exitcode == 0
+    assert layer.receive(["c"]) == ("c", {"from": "parent"})
+    # The message was linked before point 4: recovery keeps it.
+    assert layer.receive(["c"]) == ("c", {"from": "child"})
+    assert layer.stats()["global"]["recoveries"] == (1 if crash_point else 0)
+    assert layer.verify() == []
