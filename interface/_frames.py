@@ -119,14 +119,23 @@ class Deflate(PerMessageDeflate):
     between messages, which the core guarantees (no fragmented message is open).
     """
 
-    def inflate_message(self, payload: bytes) -> bytes | None:
-        """The data of one whole compressed message; None if it does not inflate."""
+    def inflate_message(self, payload: bytes, limit: int) -> bytes | None:
+        """The data of one whole compressed message; None if it does not inflate.
+
+        Args:
+            payload: the frame's (unmasked) payload.
+            limit: bytes the caller accepts. At most ``limit + 1`` bytes are inflated
+                (a 64 KiB frame could inflate to 64 MiB); a longer result means the
+                message is over the limit, and the connection must close (1009): the
+                shared context is left mid-message.
+        """
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-int(self.client_max_window_bits))
         try:
-            data = decompressor.decompress(payload)
-            data += decompressor.decompress(_TAIL)
+            data = decompressor.decompress(payload + _TAIL, limit + 1)
+            if len(data) > limit:
+                return data
             data += decompressor.flush()
         except zlib.error:
             return None
@@ -144,3 +153,31 @@ class Deflate(PerMessageDeflate):
         if self.server_no_context_takeover:
             self._compressor = None
         return out[:-4]
+
+
+#: What :class:`Deflate` uses of wsproto's PerMessageDeflate beyond its public API.
+_WSPROTO_INTERNALS = ("_compressor", "_decompressor", "_inbound_compressed", "client_max_window_bits",
+                      "server_max_window_bits", "client_no_context_takeover", "server_no_context_takeover")
+
+
+def check_wsproto(extension: type = PerMessageDeflate) -> None:
+    """Fail at import, with one clear line, if wsproto's permessage-deflate changed shape.
+
+    :class:`Deflate` shares wsproto's private compressor and decompressor; were they
+    renamed, the fast path would keep its own context beside wsproto's and a
+    fragmented message would inflate garbage (close 1007) only with compression and
+    context takeover on: a failure far from its cause.
+
+    Raises:
+        ImportError: an attribute :class:`Deflate` relies on is missing.
+    """
+    probe = extension()
+    missing = [name for name in _WSPROTO_INTERNALS if not hasattr(probe, name)]
+    if missing:
+        import wsproto
+
+        raise ImportError(f"wsproto {getattr(wsproto, '__version__', '?')}: PerMessageDeflate has no "
+                          f"{', '.join(missing)}; interface._frames.Deflate was written against wsproto 1.2-1.3")
+
+
+check_wsproto()

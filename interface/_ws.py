@@ -329,11 +329,17 @@ class WebSocketConnection(ConnectionCore[WSState]):
         """One whole masked text/binary frame: unmask, inflate, decode, forward."""
         start = pos + size
         payload = unmask(buf[start:start + length], buf[start - 4:start])
+        limit = self.options.websocket_max_message_size
         if compressed:
-            inflated = self._deflate.inflate_message(payload)
+            # A text of ``limit`` characters may take 4 bytes per character.
+            bound = limit * 4 if opcode == OP_TEXT else limit
+            inflated = self._deflate.inflate_message(payload, bound)
             if inflated is None:
                 self._on_close(CloseConnection(code=CloseReason.INVALID_FRAME_PAYLOAD_DATA,
                                                reason="invalid compressed data"))
+                return
+            if len(inflated) > bound:
+                self._local_close(1009, notify=True)
                 return
             payload = inflated
         data: str | bytes
@@ -345,7 +351,7 @@ class WebSocketConnection(ConnectionCore[WSState]):
                 return
         else:
             data = payload
-        if len(data) > self.options.websocket_max_message_size:
+        if len(data) > limit:
             self._local_close(1009, notify=True)
             return
         self._forward(data)

@@ -10,6 +10,7 @@ the fast path can meet ends the connection as wsproto would (1007, 1009, 1002)."
 from __future__ import annotations
 
 import os
+import tracemalloc
 from typing import Any
 
 import h11
@@ -21,7 +22,7 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import XorMaskerSimple
 
-from interface._frames import FAST_MAX, encode_frame, parse_head, unmask
+from interface._frames import FAST_MAX, check_wsproto, encode_frame, parse_head, unmask
 from interface._options import Options
 from interface._ws import WebSocketConnection, WSState
 
@@ -185,6 +186,34 @@ def test_message_over_the_limit_in_a_fast_frame_closes_1009():
     assert received(core) == ["a" * 100]
     assert closed_with(core, client) == (1009, 1009)
     assert core.state is WSState.CLOSING  # waiting for the peer's close frame
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_compressed_frame_is_never_inflated_far_past_the_limit(text):
+    # 8 MiB of zeros deflate to a frame of about 8 KiB: a bomb the fast path must not unpack.
+    core, client = pair(True, websocket_max_message_size=1000)
+    bomb = client.send(TextMessage(data="\0" * (8 << 20)) if text else BytesMessage(data=bytes(8 << 20)))
+    assert len(bomb) < FAST_MAX
+    tracemalloc.start()
+    try:
+        core.receive_data(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert closed_with(core, client) == (1009, 1009)
+    assert peak < 1 << 20
+
+
+def test_a_changed_wsproto_deflate_fails_at_import_with_a_clear_error():
+    check_wsproto()  # the installed wsproto has what Deflate uses
+
+    class Renamed(PerMessageDeflate):
+        def __init__(self) -> None:
+            super().__init__()
+            self._inflater = self.__dict__.pop("_decompressor")
+
+    with pytest.raises(ImportError, match="PerMessageDeflate has no _decompressor"):
+        check_wsproto(Renamed)
 
 
 def test_frames_sent_before_the_accept_take_the_fast_path_after_it():
