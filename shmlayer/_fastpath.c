@@ -110,6 +110,7 @@
 #define STATE_IDLE 1u
 #define STATE_ARMED 2u
 #define WILDCARD 0xFFFFu
+#define MAX_WAIT_BUCKETS 28
 
 #define RETAIN 8u
 
@@ -129,7 +130,6 @@ typedef struct {
     Py_buffer view;
     int bound;
     volatile unsigned char *base;
-    uint64_t size;
     uint32_t chan_off, chan_bucket_off, cmask, bucket_waiters_off;
     uint32_t node_off, n_nodes, n_channels, waiter_off, n_waiters;
     uint32_t heap_off, heap_size, heap_max_order;
@@ -255,6 +255,7 @@ static int enter(FastPath *s) {
         return 1;
     }
     *U32(s, H_LOCK_OWNER) = s->pid;
+    s->held = 1; /* an allocation under the lock can run a finalizer that closes us: release() defers */
     BARRIER();
     return 0;
 }
@@ -266,6 +267,9 @@ static void leave(FastPath *s) {
     else
         *U32(s, H_LOCK_OWNER) = 0;
     unlock_segment(s);
+    s->held = 0;
+    if (s->closing && !s->waiting)
+        let_go(s);
 }
 
 /* A link read from the segment that points outside its table is never followed: the
@@ -482,7 +486,7 @@ static void disarm(FastPath *s, uint64_t w) {
             *U32(s, H_WILD) = *U32(s, H_WILD) - 1;
         return;
     }
-    for (uint32_t k = 0; k < nb && k < 28; k++) {
+    for (uint32_t k = 0; k < nb && k < MAX_WAIT_BUCKETS; k++) {
         uint32_t b = *U32(s, w + W_BUCKETS + 4ull * k);
         volatile uint32_t *count = U32(s, s->bucket_waiters_off + 4ull * (b & s->cmask));
         if (*count)
@@ -502,17 +506,19 @@ static int collect_waiters(FastPath *s, uint32_t bucket, PyObject *wake) {
             continue;
         uint32_t nb = *U32(s, w + W_NB);
         int match = nb == WILDCARD;
-        for (uint32_t k = 0; !match && k < nb && k < 28; k++)
+        for (uint32_t k = 0; !match && k < nb && k < MAX_WAIT_BUCKETS; k++)
             match = *U32(s, w + W_BUCKETS + 4ull * k) == bucket;
         if (!match)
             continue;
-        disarm(s, w);
+        /* Listed before disarmed: on a MemoryError the waiter stays armed (a later send
+         * wakes it) instead of disarmed and never woken. */
         PyObject *n = PyLong_FromUnsignedLong(slot);
         if (n == NULL || PyList_Append(wake, n) < 0) {
             Py_XDECREF(n);
             return -1;
         }
         Py_DECREF(n);
+        disarm(s, w);
     }
     return 0;
 }
@@ -526,16 +532,19 @@ static int can_enqueue(FastPath *s, uint32_t i) {
 
 /* Reads only: ``needed`` nodes can be taken from the free list and the bump index. */
 static int nodes_available(FastPath *s, uint32_t needed) {
-    uint32_t bump = *U32(s, H_NODE_BUMP);
-    uint32_t have = bump < s->n_nodes ? s->n_nodes - bump : 0;
+    /* enqueue takes free-list nodes first: each one it will take must be in range. */
+    uint32_t have = 0;
     uint32_t n = *U32(s, H_NODE_FREE);
     while (have < needed && n) {
-        if (n >= s->n_nodes)
+        if (n >= s->n_nodes) {
+            s->damaged = 1; /* leave the dirty word: recovery rebuilds the free list */
             return 0;
+        }
         have++;
         n = *U32(s, ND(s, n) + N_NEXT);
     }
-    return have >= needed;
+    uint32_t bump = *U32(s, H_NODE_BUMP);
+    return (uint64_t)have + (bump < s->n_nodes ? s->n_nodes - bump : 0) >= needed;
 }
 
 /* _store.Store._enqueue: link a node for ``block`` at the tail of entry ``i``'s queue
@@ -609,18 +618,18 @@ static uint32_t lookup_group(FastPath *s, const char *name, Py_ssize_t n, uint32
 }
 
 /* _slots.WaiterSlots.arm: slot ``slot`` sleeps on the buckets of ``targets``. */
-static void arm(FastPath *s, uint32_t slot, PyObject *targets) {
+static void arm(FastPath *s, uint32_t slot, PyObject *targets /* tuple */) {
     uint64_t w = (uint64_t)s->waiter_off + (uint64_t)slot * WAITER_SIZE;
     if (*U32(s, w + W_STATE) == STATE_ARMED)
         disarm(s, w);
-    Py_ssize_t count = PyList_GET_SIZE(targets);
-    if (count > 28) {
+    Py_ssize_t count = PyTuple_GET_SIZE(targets);
+    if (count > MAX_WAIT_BUCKETS) {
         *U32(s, w + W_NB) = WILDCARD;
         *U32(s, H_WILD) = *U32(s, H_WILD) + 1;
     } else {
         *U32(s, w + W_NB) = (uint32_t)count;
         for (Py_ssize_t k = 0; k < count; k++) {
-            uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(PyList_GET_ITEM(targets, k), 1));
+            uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(PyTuple_GET_ITEM(targets, k), 1));
             uint32_t b = h & s->cmask;
             *U32(s, w + W_BUCKETS + 4ull * (uint64_t)k) = b;
             volatile uint32_t *armed = U32(s, s->bucket_waiters_off + 4ull * b);
@@ -667,6 +676,10 @@ static PyObject *fp_lock(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     double timeout = PyFloat_AsDouble(args[0]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
+    if (!(timeout >= 0.0 && timeout < 1e9)) { /* NaN, negative, inf, or beyond time_t sums */
+        PyErr_SetString(PyExc_ValueError, "lock timeout must be a finite number of seconds >= 0");
+        return NULL;
+    }
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     double whole = (double)(long)timeout;
@@ -891,40 +904,8 @@ out:
     return end_send(s, result, wake);
 }
 
-/* receive(targets, start, slot=-1) -> (name, payload) | None | SLOW | SWEEP
- * ``targets`` is a list of (name: bytes, hash: int), visited from ``start`` round-robin.
- * With a waiter ``slot``, finding nothing arms it on the targets (under the same lock, so
- * no send can slip between the check and the arming). */
-static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 2 || nargs > 3 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "receive(targets: list[tuple[bytes, int]], start: int, slot: int = -1)");
-        return NULL;
-    }
-    if (check_bound(s) < 0)
-        return NULL;
-    PyObject *targets = args[0];
-    Py_ssize_t count = PyList_GET_SIZE(targets);
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    long slot = nargs == 3 ? PyLong_AsLong(args[2]) : -1;
-    if (slot == -1 && PyErr_Occurred())
-        return NULL;
-    if (slot >= (long)s->n_waiters) {
-        PyErr_SetString(PyExc_ValueError, "waiter slot out of range");
-        return NULL;
-    }
-    if (count == 0)
-        Py_RETURN_NONE;
-    for (Py_ssize_t k = 0; k < count; k++) {
-        PyObject *t = PyList_GET_ITEM(targets, k);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
-            !PyLong_Check(PyTuple_GET_ITEM(t, 1))) {
-            PyErr_SetString(PyExc_TypeError, "receive() targets must be (bytes, int) tuples");
-            return NULL;
-        }
-    }
-
+/* The locked part of fp_receive, over ``targets``, a tuple of validated (bytes, int). */
+static PyObject *receive_locked(FastPath *s, PyObject *targets, Py_ssize_t count, Py_ssize_t start, long slot) {
     int entered = enter(s);
     if (entered)
         return entered < 0 ? NULL : PyLong_FromLong(R_SLOW);
@@ -936,7 +917,7 @@ static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs
         goto out;
     }
     for (Py_ssize_t k = 0; k < count; k++) {
-        PyObject *t = PyList_GET_ITEM(targets, (start + k) % count);
+        PyObject *t = PyTuple_GET_ITEM(targets, (start + k) % count);
         PyObject *name = PyTuple_GET_ITEM(t, 0);
         uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(t, 1));
         uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h);
@@ -959,8 +940,15 @@ static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs
             (uint64_t)block + BLOCK_SIZE > (uint64_t)s->heap_off + s->heap_size)
             goto out;
         uint32_t length = *U32(s, block + B_LENGTH);
-        if ((uint64_t)block + BLOCK_SIZE + length > (uint64_t)s->heap_off + s->heap_size)
+        uint32_t tag = *U32(s, block + B_TAG), border = tag & 0xFFu;
+        /* As _heap.Heap.valid_block: heap_free must never push a block with a wild order. */
+        if ((tag >> 8) != BLOCK_USED || border < MIN_ORDER || border > s->heap_max_order ||
+            ((block - s->heap_off) & ((1u << border) - 1u)) ||
+            (uint64_t)block + (1ull << border) > (uint64_t)s->heap_off + s->heap_size ||
+            (uint64_t)length + BLOCK_SIZE > (1ull << border)) {
+            s->damaged = 1;
             goto out;
+        }
         /* Both Python objects before the first store: a MemoryError changes nothing. */
         PyObject *payload = PyBytes_FromStringAndSize((const char *)(s->base + block + BLOCK_SIZE), length);
         if (payload == NULL) {
@@ -1013,6 +1001,55 @@ out:
     leave(s);
     return PyLong_FromLong(code);
 }
+
+/* receive(targets, start, slot=-1) -> (name, payload) | None | SLOW | SWEEP
+ * ``targets`` is a list of (name: bytes, hash: int), visited from ``start`` round-robin.
+ * With a waiter ``slot``, finding nothing arms it on the targets (under the same lock, so
+ * no send can slip between the check and the arming). */
+static PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "receive(targets: list[tuple[bytes, int]], start: int, slot: int = -1)");
+        return NULL;
+    }
+    if (check_bound(s) < 0)
+        return NULL;
+    PyObject *targets = args[0];
+    Py_ssize_t count = PyList_GET_SIZE(targets);
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    long slot = nargs == 3 ? PyLong_AsLong(args[2]) : -1;
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "receive() start must be >= 0");
+        return NULL;
+    }
+    if (slot >= (long)s->n_waiters) {
+        PyErr_SetString(PyExc_ValueError, "waiter slot out of range");
+        return NULL;
+    }
+    if (count == 0)
+        Py_RETURN_NONE;
+    /* A snapshot: the lock wait releases the GIL and allocations under the lock can run
+     * Python code, either of which could change the caller's list. */
+    PyObject *snap = PyList_AsTuple(targets);
+    if (snap == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *t = PyTuple_GET_ITEM(snap, k);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(t, 1))) {
+            Py_DECREF(snap);
+            PyErr_SetString(PyExc_TypeError, "receive() targets must be (bytes, int) tuples");
+            return NULL;
+        }
+    }
+    PyObject *result = receive_locked(s, snap, count, start, slot);
+    Py_DECREF(snap);
+    return result;
+}
+
 
 /* pending(targets) -> bool: True unless every target's queue looks empty. Reads without
  * the lock (bounded walks, bounds-checked indices), so it is only a hint, possibly stale
@@ -1073,8 +1110,10 @@ static PyObject *fp_crash_at(FastPath *s, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     long point = PyLong_AsLong(args[0]);
+    if (point == -1 && PyErr_Occurred())
+        return NULL;
     long hits = nargs == 2 ? PyLong_AsLong(args[1]) : 1;
-    if (PyErr_Occurred())
+    if (hits == -1 && PyErr_Occurred())
         return NULL;
     if (point < 0 || point > N_CRASH_POINTS || hits < 1) {
         PyErr_Format(PyExc_ValueError, "crash point must be 0..%d and hits at least 1", N_CRASH_POINTS);
@@ -1134,7 +1173,6 @@ static int fp_init(FastPath *s, PyObject *args, PyObject *kwds) {
         return -1;
     }
     s->base = (volatile unsigned char *)s->view.buf;
-    s->size = size;
     s->cmask = n_chan_buckets - 1;
     s->gmask = n_group_buckets - 1;
     s->ops = 0;
@@ -1233,7 +1271,9 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         add_int(layout, "BLOCK_FREE", BLOCK_FREE) || add_int(layout, "MIN_ORDER", MIN_ORDER) ||
         add_int(layout, "WAITER_SIZE", WAITER_SIZE) || add_int(layout, "W.state", W_STATE) ||
         add_int(layout, "W.nbuckets", W_NB) || add_int(layout, "W.buckets", W_BUCKETS) ||
-        add_int(layout, "WILDCARD", WILDCARD) || add_int(layout, "RETAIN", RETAIN) ||
+        add_int(layout, "WILDCARD", WILDCARD) || add_int(layout, "MAX_WAIT_BUCKETS", MAX_WAIT_BUCKETS) ||
+        add_int(layout, "LAZY_MAX_ORDER", LAZY_MAX_ORDER) || add_int(layout, "STATE_IDLE", STATE_IDLE) ||
+        add_int(layout, "STATE_ARMED", STATE_ARMED) || add_int(layout, "RETAIN", RETAIN) ||
         add_int(layout, "CRASH_POINTS", N_CRASH_POINTS) || add_int(layout, "SLOW", R_SLOW) || add_int(layout, "SWEEP", R_SWEEP) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0) {
         Py_XDECREF(layout);

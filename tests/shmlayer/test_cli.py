@@ -106,7 +106,8 @@ def test_stats_and_flush_give_up_on_a_lock_held_too_long(make_layer: Make) -> No
             assert out.returncode == 1, out.stdout + out.stderr
             assert f"still held after 0.3 s (by pid {proc.pid})" in out.stderr
             assert "Traceback" not in out.stderr
-        assert run("stats", layer.segment_name, "--lock-timeout", "0").returncode == 2
+        for bad in ("0", "inf", "nan", "-1", "soon"):
+            assert run("stats", layer.segment_name, "--lock-timeout", bad).returncode == 2, bad
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(5)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 
 import shmlayer
+from shmlayer import _fields, _heap
 from shmlayer import _layout as L
 from shmlayer._fastpath import LAYOUT
 
@@ -25,8 +26,10 @@ def test_c_offsets_match_the_layout_table() -> None:
             assert tables[table][field] == value, key
     for size in ("CHAN_SIZE", "NODE_SIZE", "BLOCK_SIZE", "WAITER_SIZE", "GROUP_SIZE", "MEMBER_SIZE"):
         assert getattr(L, size) == LAYOUT[size], size
-    for const in ("BLOCK_USED", "BLOCK_FREE", "MIN_ORDER", "WILDCARD", "RETAIN"):
+    for const in ("BLOCK_USED", "BLOCK_FREE", "MIN_ORDER", "WILDCARD", "RETAIN", "MAX_WAIT_BUCKETS"):
         assert getattr(L, const) == LAYOUT[const], const
+    assert LAYOUT["LAZY_MAX_ORDER"] == _heap._LAZY_MAX_ORDER
+    assert (LAYOUT["STATE_IDLE"], LAYOUT["STATE_ARMED"]) == (_fields.STATE_IDLE, _fields.STATE_ARMED)
     lock_field = dict((name, size) for name, _, size, _ in L.HEADER_FIELDS)["lock"]
     assert LAYOUT["MUTEX_SIZE"] <= LAYOUT["LOCK_SPACE"] == lock_field
 
@@ -298,3 +301,20 @@ def test_closing_the_layer_while_a_thread_holds_the_lock_gives_the_lock_back(mak
         assert other.verify() == []
     finally:
         other.close()
+
+
+def test_the_timed_lock_refuses_timeouts_it_cannot_honour(make_layer: Make) -> None:
+    fast = make_layer()._current().segment.fast
+    assert fast is not None
+    for bad in (-1.0, float("nan"), float("inf"), 1e12):
+        with pytest.raises(ValueError, match="finite"):
+            fast.lock(bad)
+    assert fast.lock(0.5) is False  # free: taken at once
+    fast.unlock()
+
+
+def test_receive_refuses_a_negative_rotation_start(make_layer: Make) -> None:
+    fast = make_layer()._current().segment.fast
+    assert fast is not None
+    with pytest.raises(ValueError, match="start"):
+        fast.receive([(b"c", shmlayer.layer.name_hash(b"c"))], -7)

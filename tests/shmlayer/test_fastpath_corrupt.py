@@ -1,0 +1,93 @@
+"""A corrupt link or header met by the C path is never followed (no wild write)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_SETUP = """
+import sys, shmlayer
+from shmlayer import _layout as L
+from shmlayer.layer import name_hash
+layer = shmlayer.ShmChannelLayer(name=sys.argv[1], size=4 << 20)
+try:
+    segment = layer._current().segment
+    u32, g, fast = segment.u32, segment.geometry, segment.fast
+    C = (b"c", name_hash(b"c"))
+"""
+_TEARDOWN = """
+finally:
+    layer.unlink()
+"""
+
+_CASES = {
+    # enqueue takes the free-list head first, even with room left at the bump index.
+    "node free-list head out of range": """
+    layer.send("c", {"n": 0})
+    u32[L.H["node_free"] >> 2] = 0x7FFFFFF0
+    layer.send("c", {"n": 1})
+    assert [layer.receive(["c"]) for _ in range(2)] == [("c", {"n": 0}), ("c", {"n": 1})]
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
+    # A queued block whose header claims order 56: freeing it must not push it onto
+    # heap_free[56], which is the mutex.
+    "queued block with an impossible order": """
+    layer.send("c", {"n": 0})
+    layer.send("c", {"n": 1})
+    q = layer._current().lookup_chan(*C)
+    head = u32[(g.chan_off + q * L.CHAN_SIZE + L.C["head"]) >> 2]
+    block = u32[(g.node_off + head * L.NODE_SIZE + L.N["payload"]) >> 2]
+    u32[block >> 2] = (L.BLOCK_USED << 8) | ((L.H["lock"] - L.H["heap_free"]) // 4)
+    layer.receive(["c"])
+    assert fast.lock(2.0) is False, "the mutex was overwritten"
+    fast.unlock()
+    assert layer.verify() == []
+""",
+    # Python's % is never negative; C's is.
+    "negative rotation start": """
+    layer.send("a", {})
+    targets = [(n, name_hash(n)) for n in (b"a", b"b", b"c")]
+    try:
+        found = fast.receive(targets, -7)
+    except ValueError:
+        found = "refused"
+    assert found in ("refused", (b"a", b"\\x80")), found
+""",
+    # Not corruption: an allocation under the lock (the result tuple) can run the GC, and a
+    # finalizer (or another thread it switches to) may close the segment right there.
+    "segment closed by a finalizer inside receive": """
+    layer.send("c", {"n": 0})
+    import gc
+
+    class Closer:
+        def __del__(self):
+            segment.close()
+
+    keep = [(i, -i) for i in range(5000)]  # no 2-tuple left on the free list
+    a = Closer()
+    a.self = a
+    del a
+    gc.set_threshold(1)
+    found = fast.receive([C], 1)
+    gc.set_threshold(700)
+    assert found == (b"c", b"\\x81\\xa1n\\x00"), found
+""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_corruption_is_not_followed(case: str) -> None:
+    body = textwrap.indent(textwrap.dedent(_CASES[case]), "    ")
+    code = _SETUP + body + _TEARDOWN
+    name = f"shmch-ut-corrupt-{os.getpid()}-{sorted(_CASES).index(case)}"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=60)
+    finally:
+        if os.path.exists(f"/dev/shm/{name}"):  # the child died before unlinking it
+            os.unlink(f"/dev/shm/{name}")
+    assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-2000:]}"
