@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 
 __all__ = ["Deflate", "FAST_MAX", "FrameHead", "encode_frame", "parse_head", "unmask"]
 
@@ -119,6 +120,25 @@ class Deflate(PerMessageDeflate):
     between messages, which the core guarantees (no fragmented message is open).
     """
 
+    #: Bytes one compressed chunk wsproto hands over (fragments, frames over
+    #: ``FAST_MAX``) may inflate to; more closes 1009 (set by the core from the
+    #: message limit). None: no bound, as in wsproto.
+    inbound_limit: int | None = None
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        """wsproto's hook, inflating at most ``inbound_limit + 1`` bytes (a bomb closes 1009)."""
+        limit = self.inbound_limit
+        decompressor = self._decompressor
+        if limit is None or decompressor is None or not self._inbound_compressed or not self._inbound_is_compressible:
+            return super().frame_inbound_payload_data(proto, data)
+        try:
+            out = decompressor.decompress(bytes(data), limit + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(out) > limit:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
     def inflate_message(self, payload: bytes, limit: int) -> bytes | None:
         """The data of one whole compressed message; None if it does not inflate.
 
@@ -156,8 +176,9 @@ class Deflate(PerMessageDeflate):
 
 
 #: What :class:`Deflate` uses of wsproto's PerMessageDeflate beyond its public API.
-_WSPROTO_INTERNALS = ("_compressor", "_decompressor", "_inbound_compressed", "client_max_window_bits",
-                      "server_max_window_bits", "client_no_context_takeover", "server_no_context_takeover")
+_WSPROTO_INTERNALS = ("_compressor", "_decompressor", "_inbound_compressed", "_inbound_is_compressible",
+                      "client_max_window_bits", "server_max_window_bits", "client_no_context_takeover",
+                      "server_no_context_takeover")
 
 
 def check_wsproto(extension: type = PerMessageDeflate) -> None:

@@ -122,6 +122,8 @@ class WebSocketConnection(ConnectionCore[WSState]):
         self._deadline = now + options.websocket_connect_timeout
         self._ws = WSConnection(ConnectionType.SERVER)
         self._deflate = Deflate()
+        # What wsproto inflates per chunk stays bounded too (a text may take 4 bytes a character).
+        self._deflate.inbound_limit = options.websocket_max_message_size * 4
         self._deflate_on = False
         # Frame boundaries, tracked here for the fast path (see _frames.py): unparsed
         # bytes, bytes of the current frame still owed to wsproto, and whether wsproto

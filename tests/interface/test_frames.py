@@ -204,6 +204,20 @@ def test_a_compressed_frame_is_never_inflated_far_past_the_limit(text):
     assert peak < 1 << 20
 
 
+def test_a_compressed_fragment_wsproto_inflates_is_bounded_too():
+    # The first fragment of a message goes through wsproto's hooks, not the fast path.
+    core, client = pair(True, websocket_max_message_size=1000)
+    bomb = client.send(BytesMessage(data=bytes(8 << 20), message_finished=False))
+    tracemalloc.start()
+    try:
+        core.receive_data(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert closed_with(core, client) == (1009, 1009)
+    assert peak < 1 << 20
+
+
 def test_a_changed_wsproto_deflate_fails_at_import_with_a_clear_error():
     check_wsproto()  # the installed wsproto has what Deflate uses
 
