@@ -22,7 +22,7 @@ import zlib
 from typing import Any, NamedTuple
 
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 __all__ = ["Deflate", "FAST_MAX", "FrameHead", "encode_frame", "parse_head", "unmask"]
 
@@ -125,8 +125,32 @@ class Deflate(PerMessageDeflate):
     #: message limit). None: no bound, as in wsproto.
     inbound_limit: int | None = None
 
+    #: Whether the frame wsproto is reading is a control frame.
+    _in_control = False
+
+    def frame_inbound_header(self, proto: Any, opcode: Opcode, rsv: RsvBits,
+                             payload_length: int) -> CloseReason | RsvBits:
+        """wsproto's hook, leaving the open message's state alone for a control frame.
+
+        wsproto's own resets its per-message state at every frame's end, control frames
+        included, so a ping between two fragments of a compressed message made the rest
+        of it "uncompressed" (close 1007); RFC 6455 §5.4 allows control frames there.
+        """
+        self._in_control = opcode.iscontrol()
+        if self._in_control:
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        """wsproto's hook; nothing to do at the end of a control frame."""
+        if self._in_control:
+            return None
+        return super().frame_inbound_complete(proto, fin)
+
     def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
         """wsproto's hook, inflating at most ``inbound_limit + 1`` bytes (a bomb closes 1009)."""
+        if self._in_control:
+            return data
         limit = self.inbound_limit
         decompressor = self._decompressor
         if limit is None or decompressor is None or not self._inbound_compressed or not self._inbound_is_compressible:

@@ -218,6 +218,18 @@ def test_a_compressed_fragment_wsproto_inflates_is_bounded_too():
     assert peak < 1 << 20
 
 
+def test_a_ping_between_compressed_fragments_leaves_the_message_intact():
+    # RFC 6455 §5.4: control frames may come between the fragments of a message.
+    core, client = pair(True)
+    wire = client.send(TextMessage(data="hello " * 20, message_finished=False)) + client.send(Ping(b"p"))
+    wire += client.send(TextMessage(data="world " * 20, message_finished=True))
+    wire += client.send(TextMessage(data="next"))  # fast path, same context
+    core.receive_data(wire)
+    assert received(core) == ["hello " * 20 + "world " * 20, "next"]
+    assert not getattr(core, "test_disconnects", [])
+    assert [e.payload for e in client_events(client, core.pop_data()) if isinstance(e, Pong)] == [b"p"]
+
+
 def test_a_changed_wsproto_deflate_fails_at_import_with_a_clear_error():
     check_wsproto()  # the installed wsproto has what Deflate uses
 
