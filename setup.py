@@ -15,7 +15,7 @@ setup(
         "django>=5.2,<6",
         "gunicorn>=23,<28",
         "posix-ipc>=1.1",
-        "wsproto>=1.2",
+        "wsproto>=1.2,<2",  # interface/_frames.py checks the PerMessageDeflate internals it uses at import
         "h11>=0.14",
         "setproctitle>=1.3",
         # msgpack keeps bytes and str apart at any depth (asgi1.md §3), as asgi_redis did.
