@@ -143,10 +143,8 @@ class ReplyReceiver:
         self._sleeping = True
         try:
             channel, message = await self.layer.receive_async(self.channels, timeout=1.0)
-        except asyncio.CancelledError:
-            raise
         except ConnectionError as exc:
-            self._sleeping = False
+            self._sleeping = False  # before the back-off (the finally runs after it): no kicks
             # A broker that is down (the Redis layer): one line a second, no traceback.
             log.error("channel layer unreachable (%s); retrying in 1 s", exc)
             await asyncio.sleep(1.0)
