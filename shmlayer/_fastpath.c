@@ -742,6 +742,32 @@ static PyObject *fp_unlock(FastPath *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+/* The arguments send and send_group share: (name: bytes, hash: int, data: bytes,
+ * expiry: float[, ...]); ``nargs`` must be ``want``. 0, or -1 with the exception set. */
+typedef struct {
+    const char *name, *data;
+    Py_ssize_t nlen, dlen;
+    uint32_t hash;
+    double expiry;
+} SendArgs;
+
+static int parse_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+                      SendArgs *a) {
+    if (nargs != want || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (check_bound(s) < 0)
+        return -1;
+    a->name = PyBytes_AS_STRING(args[0]);
+    a->nlen = PyBytes_GET_SIZE(args[0]);
+    a->hash = (uint32_t)PyLong_AsUnsignedLongMask(args[1]);
+    a->data = PyBytes_AS_STRING(args[2]);
+    a->dlen = PyBytes_GET_SIZE(args[2]);
+    a->expiry = PyFloat_AsDouble(args[3]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* The start both sends share: a wake list and the lock. 1: entered (the lock held, the
  * dirty word clear); 0: go the Python way (too big for the fast path, or dirty); -1 error. */
 static int start_send(FastPath *s, Py_ssize_t dlen, PyObject **wake) {
@@ -774,20 +800,13 @@ static PyObject *end_send(FastPath *s, long result, PyObject *wake) {
 
 /* send(name, hash, data, expiry) -> 0 | [slots to wake] | SLOW | SWEEP */
 static PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "send(name: bytes, hash: int, data: bytes, expiry: float)");
+    SendArgs a;
+    if (parse_send(s, args, nargs, 4, "send(name: bytes, hash: int, data: bytes, expiry: float)", &a) < 0)
         return NULL;
-    }
-    if (check_bound(s) < 0)
-        return NULL;
-    const char *name = PyBytes_AS_STRING(args[0]);
-    Py_ssize_t nlen = PyBytes_GET_SIZE(args[0]);
-    uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(args[1]);
-    const char *data = PyBytes_AS_STRING(args[2]);
-    Py_ssize_t dlen = PyBytes_GET_SIZE(args[2]);
-    double expiry = PyFloat_AsDouble(args[3]);
-    if (PyErr_Occurred())
-        return NULL;
+    const char *name = a.name, *data = a.data;
+    Py_ssize_t nlen = a.nlen, dlen = a.dlen;
+    uint32_t h = a.hash;
+    double expiry = a.expiry;
     PyObject *wake = NULL;
     int started = start_send(s, dlen, &wake);
     if (started <= 0)
@@ -827,20 +846,17 @@ out:
  * _groups.GroupTable.send_group when no membership has expired and no full member could
  * be freed by reclaiming expired messages: one payload, one node per member with room. */
 static PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "send_group(name: bytes, hash: int, data: bytes, expiry: float, group_expiry: float)");
+    SendArgs a;
+    if (parse_send(s, args, nargs, 5,
+                   "send_group(name: bytes, hash: int, data: bytes, expiry: float, group_expiry: float)", &a) < 0)
         return NULL;
-    }
-    if (check_bound(s) < 0)
-        return NULL;
-    uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(args[1]);
-    const char *data = PyBytes_AS_STRING(args[2]);
-    Py_ssize_t dlen = PyBytes_GET_SIZE(args[2]);
-    double expiry = PyFloat_AsDouble(args[3]);
     double group_expiry = PyFloat_AsDouble(args[4]);
-    if (PyErr_Occurred())
+    if (group_expiry == -1.0 && PyErr_Occurred())
         return NULL;
+    const char *data = a.data;
+    Py_ssize_t dlen = a.dlen;
+    uint32_t h = a.hash;
+    double expiry = a.expiry;
     PyObject *wake = NULL;
     int started = start_send(s, dlen, &wake);
     if (started <= 0)
@@ -849,7 +865,7 @@ static PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t na
     double now = monotonic_now();
     if (!sweep_is_clean(s, now, 2))
         goto out; /* the Python path sweeps first anyway */
-    uint32_t g = lookup_group(s, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), h);
+    uint32_t g = lookup_group(s, a.name, a.nlen, h);
     if (!g) {
         result = 0; /* no such group: nothing to do (as the Python path) */
         goto out;
