@@ -125,20 +125,27 @@ class Host:
             return ""
 
 
-@pytest.fixture
-def hosts(redis_server: Any, tmp_path: Path) -> Iterator[tuple[Host, Host, RedisChannelLayer]]:
-    """Hosts A and B (both booted) and a layer on the same Redis prefix to look inside."""
-    prefix = f"mh-{secrets.token_hex(4)}:"
+def redis_env(redis_url: str, tmp_path: Path, prefix: str | None = None) -> dict[str, str]:
+    """The environment of a process of the test project on Redis (``prefix``: its keys')."""
     env = dict(os.environ)
     env.update({
         "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
         "SHMCHANNELS_TEST_LAYER": "redis",
-        "SHMCHANNELS_TEST_REDIS_URL": redis_server.url,
-        "SHMCHANNELS_TEST_REDIS_PREFIX": prefix,
+        "SHMCHANNELS_TEST_REDIS_URL": redis_url,
         "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
         "PYTHONUNBUFFERED": "1",
     })
+    if prefix is not None:
+        env["SHMCHANNELS_TEST_REDIS_PREFIX"] = prefix
     env.pop("SHMCHANNELS_CMD_ARGS", None)
+    return env
+
+
+@pytest.fixture
+def hosts(redis_server: Any, tmp_path: Path) -> Iterator[tuple[Host, Host, RedisChannelLayer]]:
+    """Hosts A and B (both booted) and a layer on the same Redis prefix to look inside."""
+    prefix = f"mh-{secrets.token_hex(4)}:"
+    env = redis_env(redis_server.url, tmp_path, prefix)
     a, b = Host("a", tmp_path, env), Host("b", tmp_path, env)
     layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
     try:
@@ -233,15 +240,7 @@ def test_redis_restart_resets_sockets_and_service_recovers(tmp_path: Path) -> No
 
     redis_port = free_port()
     proc = start_redis(redis_port, str(tmp_path))
-    env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
-        "SHMCHANNELS_TEST_LAYER": "redis",
-        "SHMCHANNELS_TEST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.pop("SHMCHANNELS_CMD_ARGS", None)
+    env = redis_env(f"redis://127.0.0.1:{redis_port}/0", tmp_path)
     host = Host("r", tmp_path, env)
     try:
         host.start()
@@ -295,15 +294,7 @@ def test_interface_only_and_worker_only_processes(redis_server: Any, tmp_path: P
     """The split shape without the master: two edge interfaces (``shmchannels-interface``)
     and a worker elsewhere (``manage.py runworker``); replacing the worker loses no socket."""
     prefix = f"mh-{secrets.token_hex(4)}:"
-    env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
-        "SHMCHANNELS_TEST_LAYER": "redis",
-        "SHMCHANNELS_TEST_REDIS_URL": redis_server.url,
-        "SHMCHANNELS_TEST_REDIS_PREFIX": prefix,
-        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = redis_env(redis_server.url, tmp_path, prefix)
     layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
     interface = str(Path(sys.executable).parent / "shmchannels-interface")
     ports = [free_port(), free_port()]
@@ -342,16 +333,7 @@ def test_interface_only_and_worker_only_hosts(redis_server: Any, tmp_path: Path)
     """docs/redis.md's split shape with the master: two edge hosts ``--workers 0`` and an
     application host ``--interfaces 0``; replacing the application host loses no socket."""
     prefix = f"mh-{secrets.token_hex(4)}:"
-    env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "tests.djangoproject.settings",
-        "SHMCHANNELS_TEST_LAYER": "redis",
-        "SHMCHANNELS_TEST_REDIS_URL": redis_server.url,
-        "SHMCHANNELS_TEST_REDIS_PREFIX": prefix,
-        "SHMCHANNELS_TEST_DB": str(tmp_path / "db.sqlite3"),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.pop("SHMCHANNELS_CMD_ARGS", None)
+    env = redis_env(redis_server.url, tmp_path, prefix)
     layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
     app, edge1, edge2 = Host("app", tmp_path, env), Host("edge1", tmp_path, env), Host("edge2", tmp_path, env)
     app2 = Host("app2", tmp_path, env)
