@@ -197,7 +197,17 @@ class WebSocketConnection(ConnectionCore[WSState]):
     def handle_reply(self, local: str, message: Mapping[str, Any]) -> None:
         """Apply one Send/Close/Accept message (asgi1.md §8 reply table)."""
         state = self._life.state
-        if state is WSState.CLOSED or state is WSState.CLOSING:
+        if state is WSState.OPEN and len(message) == 1:
+            # The common reply, {"text": str} or {"bytes": bytes}: nothing else to check.
+            text = message.get("text")
+            if text.__class__ is str:
+                self._send_message(text)
+                return
+            data = message.get("bytes")
+            if data.__class__ is bytes:
+                self._send_message(data)
+                return
+        elif state is WSState.CLOSED or state is WSState.CLOSING:
             log.debug("dropping reply for closed WebSocket %s", self.reply_channel)
             return
         try:
@@ -419,7 +429,7 @@ class WebSocketConnection(ConnectionCore[WSState]):
             return
         self._order += 1
         message = _asgi1.websocket_receive(self.reply_channel, self.path, self._order, data)
-        self._effects.append(LayerSend("websocket.receive", message, OnFull.RETRY, retry_for=RECEIVE_RETRY_FOR))
+        self._effects.append(LayerSend("websocket.receive", message, OnFull.RETRY, RECEIVE_RETRY_FOR))
 
     def _accept(self) -> None:
         subprotocol = next((p for p in self._offered if p in self.options.ws_protocols), None)

@@ -180,10 +180,8 @@ class _Connection(asyncio.BufferedProtocol):
     def pump(self) -> None:
         """Carry out everything the core queued, then sync reading and the timer."""
         core = self.core
-        while True:
-            effects = core.pop_effects()
-            if not effects:
-                break
+        effects = core.pop_effects()
+        while effects:
             for effect in effects:
                 kind = type(effect)
                 if kind is LayerSend:
@@ -192,15 +190,17 @@ class _Connection(asyncio.BufferedProtocol):
                     self.server.access_log.write(effect)
                 elif kind is Upgrade:
                     self._upgrade(effect)
-            if self.core is not core:
-                core = self.core
+            core = self.core  # an Upgrade replaced it
+            effects = core.pop_effects()
         transport = self.transport
         if transport is None:
             return
         data = core.pop_data()
         if data and not self._gone:
             transport.write(data)
-            if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            # Over the high-water mark the transport called pause_writing(): only then
+            # can the buffer be over the limit.
+            if self._write_paused and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 log.warning("client %s reads too slowly; dropping the connection", core.info.client)
                 transport.abort()
                 return
@@ -295,25 +295,28 @@ class _Connection(asyncio.BufferedProtocol):
     # -- flow control and timers --------------------------------------------------------------------
 
     def _update_reading(self) -> None:
+        want = self.core.wants_read and not self._pending and not self._write_paused
+        if want == self._reading:
+            return
         transport = self.transport
         if transport is None or self._gone or transport.is_closing():
             return
-        want = self.core.wants_read and not self._pending and not self._write_paused
-        if want != self._reading:
-            self._reading = want
-            if want:
-                transport.resume_reading()
-            else:
-                transport.pause_reading()
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
 
     def _arm(self, deadline: float | None) -> None:
+        # Deadlines mostly move later (activity): keep an earlier timer (``_timer_at`` is
+        # set exactly while ``_timer`` is) and re-arm when it fires.
+        timer_at = self._timer_at
+        if timer_at is not None and deadline is not None and timer_at <= deadline:
+            return
         if deadline is None:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
-            return
-        # Deadlines mostly move later (activity); keep an earlier timer and re-arm when it fires.
-        if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
