@@ -1,4 +1,4 @@
-"""Type stub of the C extension ``_fastpath.c`` (the segment lock and common-case send/receive)."""
+"""Type stub of the C extension ``shmlayer._fastpath`` (``_fastpath*.c``: the segment lock and common-case send/receive)."""
 
 import mmap
 
