@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Sequence
 
 import h11
 
-__all__ = ["AccessRecord", "ConnInfo", "LayerSend", "OnFull", "Upgrade"]
+__all__ = ["AccessRecord", "ConnInfo", "LayerSend", "OnFull", "Refusal", "Upgrade"]
 
 
 class OnFull(Enum):
@@ -26,6 +26,19 @@ class OnFull(Enum):
     RETRY = "retry"
     #: Drop the message silently (disconnect notifications).
     DROP = "drop"
+
+
+class Refusal(Enum):
+    """Why the transport could not send a message (``core.send_refused``)."""
+
+    #: ChannelFull after the OnFull policy, or a layer that cannot be reached: the
+    #: client is told to come back later (503, close 1013).
+    FULL = "full"
+    #: MessageTooLarge: only huge headers or a message over the layer's limit (431, 1009).
+    TOO_LARGE = "too large"
+    #: Anything else, a bug or a message the layer cannot encode: logged with its
+    #: traceback; the client gets an internal error (500, close 1011).
+    FAILED = "failed"
 
 
 class LayerSend(NamedTuple):

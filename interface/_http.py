@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 import h11
 
 from . import _asgi1
-from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Upgrade
+from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
 from ._lifecycle import ConnectionCore
 from ._options import BODY_CHUNK_SIZE, Options
 
@@ -205,19 +205,24 @@ class HTTPConnection(ConnectionCore[HTTPState]):
         else:
             self._send_body(reply.content, reply.more_content)
 
-    def send_refused(self, send: LayerSend, too_large: bool = False) -> None:
-        """The layer refused ``send``: ChannelFull after the retry policy, or MessageTooLarge.
+    def send_refused(self, send: LayerSend, refusal: Refusal = Refusal.FULL) -> None:
+        """The layer refused ``send`` (after the retry policy, for a full channel).
 
         Args:
             send: the refused send.
-            too_large: True for MessageTooLarge (only the headers can make a request that big).
+            refusal: FULL → 503; TOO_LARGE → 431 for the request (only its headers can
+                make it that big), 500 for a body chunk; FAILED → 500.
         """
         if self._life.state is HTTPState.CLOSED:
             return
-        if too_large and send.channel == "http.request":
+        request = send.channel == "http.request"
+        if refusal is Refusal.FAILED or (refusal is Refusal.TOO_LARGE and not request):
+            log.error("%s message for %s %s could not be sent: 500", send.channel, self._method, self._path)
+            self._fail(500, b"Internal Server Error", notify=not request)
+        elif refusal is Refusal.TOO_LARGE:
             log.warning("http.request too large for the layer: 431 for %s %s", self._method, self._path)
             self._fail(431, b"Request Header Fields Too Large", notify=False)
-        elif send.channel == "http.request":
+        elif request:
             log.warning("http.request channel full: 503 for %s %s", self._method, self._path)
             self._fail(503, b"Request queue full.", notify=False)
         else:

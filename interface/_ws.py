@@ -48,7 +48,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from . import _asgi1
 from ._frames import FAST_MAX, OP_BINARY, OP_TEXT, Deflate, encode_frame, parse_head, unmask
-from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull
+from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Refusal
 from ._lifecycle import ConnectionCore
 from ._options import Options
 
@@ -230,19 +230,27 @@ class WebSocketConnection(ConnectionCore[WSState]):
         if reply.close is not None and self._life.state is WSState.OPEN:
             self._local_close(reply.close, notify=True)
 
-    def send_refused(self, send: LayerSend, too_large: bool = False) -> None:
-        """The layer refused ``send``: reject the handshake (503) or close 1013/1009."""
+    def send_refused(self, send: LayerSend, refusal: Refusal = Refusal.FULL) -> None:
+        """The layer refused ``send``: reject the handshake or close the socket.
+
+        A refused ``websocket.connect`` answers 503 (FULL), 431 (TOO_LARGE: only its
+        headers can make it that big) or 500 (FAILED); a refused ``websocket.receive``
+        closes 1013 without a disconnect (FULL, asgi1.md §5), or 1009 / 1011 with one.
+        """
         if send.channel == "websocket.connect":
             if self._life.state is WSState.HANDSHAKE:
-                log.warning("websocket.connect channel full: 503 for %s", self.path)
-                self._write_reject(RejectConnection(status_code=503))
+                status = {Refusal.FULL: 503, Refusal.TOO_LARGE: 431}.get(refusal, 500)
+                log.warning("websocket.connect for %s refused (%s): %d", self.path, refusal.value, status)
+                self._write_reject(RejectConnection(status_code=status))
                 self._access("WSREJECT")
                 self._notified = True  # the connect never reached anyone: no disconnect
                 self._life.fire("reject")
                 self._deadline = None
         elif send.channel == "websocket.receive" and self._life.state is WSState.OPEN:
-            if too_large:
+            if refusal is Refusal.TOO_LARGE:
                 self._local_close(1009, notify=True)
+            elif refusal is Refusal.FAILED:
+                self._local_close(1011, notify=True)
             else:
                 # asgi1.md §5: close 1013 and stop forwarding; a muted socket gets no disconnect.
                 log.warning("websocket.receive full for %s: closing 1013", self.reply_channel)
@@ -412,10 +420,7 @@ class WebSocketConnection(ConnectionCore[WSState]):
             log.info("WebSocket %s protocol error: %s", self.reply_channel, event.reason)
             if self._ws.state is ConnectionState.OPEN:
                 self._write(CloseConnection(code=event.code))
-            self._notify(event.code)
-            self._access("WSDISCONNECT")
-            self._life.fire("drop")
-            self._deadline = None
+            self._drop(event.code)  # logs WSDISCONNECT only if our own close has not
 
     def _finish_close(self, code: int) -> None:
         self._notify(code)

@@ -20,7 +20,9 @@ Policy choices, as in h11's example server:
   ``max_connections``;
 - a send the layer refuses with ChannelFull (or cannot make: layer unreachable) is
   retried only where asgi1.md §5 says so, and while a connection has a send waiting,
-  its socket is not read (backpressure); any other send error is refused at once;
+  its socket is not read (backpressure); a message too large for the layer is refused
+  at once (431 / close 1009), and so is one that fails for any other reason (500 /
+  close 1011: a bug or an unencodable message, logged with its traceback);
 - SIGTERM drains (stop accepting, in-flight HTTP finishes within graceful_timeout,
   WebSockets close 1001 with a ``websocket.disconnect``); SIGINT/SIGQUIT stop fast;
 - the layer epoch is checked every second: a new epoch means the layer lost its
@@ -43,7 +45,7 @@ from typing import Any, Callable, Iterable
 from shmlayer.contract import ChannelFull, MessageTooLarge, random_suffix
 
 from ._accesslog import AccessLog
-from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Upgrade
+from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
 from ._http import HTTPConnection
 from ._options import Options
 from ._receiver import ReplyReceiver
@@ -224,72 +226,75 @@ class _Connection(asyncio.BufferedProtocol):
         if self._pending:
             self._pending.append(send)
             return
-        outcome = self._try_send(send)
-        if outcome == "full":
-            if send.on_full is OnFull.RETRY:
-                self._pending.append(send)
-                self._pending_since = time.monotonic()
-                self._schedule_retry(0.01)
-            elif send.on_full is OnFull.REFUSE:
-                self.core.send_refused(send)
-            else:
-                log.debug("dropping %s message: channel full", send.channel)
-        elif outcome == "too_large":
-            self.core.send_refused(send, too_large=True)
-        elif outcome == "failed" and send.on_full is not OnFull.DROP:
-            self.core.send_refused(send)
+        refusal = self._try_send(send)
+        if refusal is None:
+            return
+        if refusal is Refusal.FULL and send.on_full is OnFull.RETRY:
+            self._pending.append(send)
+            self._pending_since = time.monotonic()
+            self._schedule_retry(0.01)
+        else:
+            self._refuse(send, refusal)
 
-    def _try_send(self, send: LayerSend, retrying: bool = False) -> str:
-        """Send once; say how it went.
+    def _refuse(self, send: LayerSend, refusal: Refusal) -> None:
+        if send.on_full is OnFull.DROP:
+            log.debug("dropping %s message (%s)", send.channel, refusal.value)
+        else:
+            self.core.send_refused(send, refusal)
 
-        Returns:
-            "sent"; "full" for ChannelFull and for a layer that cannot be reached
-            (``ConnectionError``, e.g. Redis down: retrying may help, and refusing
-            gives the client the same 503/1013 as a full channel); "too_large" for
-            MessageTooLarge; "failed" for any other error (a bug or a message the
-            layer cannot encode): logged with its traceback once, never retried.
+    def _try_send(self, send: LayerSend, retrying: bool = False) -> Refusal | None:
+        """Send once; None if it went, else why not.
+
+        ``ConnectionError`` (a layer that cannot be reached, e.g. Redis down) counts as
+        FULL: retrying may help, and the client gets the same 503/1013. Anything but
+        ChannelFull, MessageTooLarge and ConnectionError is a bug or a message the layer
+        cannot encode: logged with its traceback once, never retried (FAILED).
         """
         try:
             self.server.layer.send(send.channel, send.message)
         except ChannelFull:
-            return "full"
+            return Refusal.FULL
         except MessageTooLarge:
             log.warning("message for %s too large for the layer", send.channel)
-            return "too_large"
+            return Refusal.TOO_LARGE
         except ConnectionError as exc:
             if not retrying:
                 log.error("channel layer unreachable sending to %s: %s", send.channel, exc)
-            return "full"
+            return Refusal.FULL
         except Exception:
             log.exception("layer send to %s failed", send.channel)
-            return "failed"
+            return Refusal.FAILED
         # Outside the try: a failure here must not make a sent message look unsent.
         if send.channel in _ANSWERED:
             self.server.receiver.expect()
-        return "sent"
+        return None
 
     def _schedule_retry(self, delay: float) -> None:
         self._retry_handle = asyncio.get_running_loop().call_later(delay, self._retry, delay)
         self._update_reading()
 
     def _retry(self, delay: float) -> None:
+        """Send what waits for room, in order; only a RETRY send at the head waits longer."""
         self._retry_handle = None
         while self._pending:
             head = self._pending[0]
-            outcome = self._try_send(head, retrying=True)
-            if outcome == "full":
-                if time.monotonic() - self._pending_since >= head.retry_for:
-                    self._pending.clear()
-                    self.core.send_refused(head)
-                    break
-                self._schedule_retry(min(delay * 2, 0.1))
-                return
+            refusal = self._try_send(head, retrying=True)
+            if refusal is Refusal.FULL and head.on_full is OnFull.RETRY:
+                if time.monotonic() - self._pending_since < head.retry_for:
+                    self._schedule_retry(min(delay * 2, 0.1))
+                    return
+                self._pending.clear()
+                self.core.send_refused(head, refusal)
+                break
             self._pending.popleft()
             self._pending_since = time.monotonic()
-            if outcome == "too_large" or (outcome == "failed" and head.on_full is not OnFull.DROP):
+            if refusal is not None and head.on_full is not OnFull.DROP:
+                # What queued behind a refused message must not reach the application without it.
                 self._pending.clear()
-                self.core.send_refused(head, too_large=outcome == "too_large")
+                self.core.send_refused(head, refusal)
                 break
+            if refusal is not None:
+                log.debug("dropping %s message (%s)", head.channel, refusal.value)
         self.pump()
 
     # -- flow control and timers --------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interface._effects import OnFull, Upgrade
+from interface._effects import OnFull, Refusal, Upgrade
 from interface._http import HTTPState
 from interface._lifecycle import Lifecycle, LocalProtocolError
 from interface._options import BODY_CHUNK_SIZE
@@ -157,6 +157,19 @@ def test_large_upload_streams_through_body_channel_in_chunks():
     assert core.state is HTTPState.WAITING
 
 
+@pytest.mark.parametrize("refusal, status", [(Refusal.FULL, 503), (Refusal.TOO_LARGE, 500), (Refusal.FAILED, 500)])
+def test_refused_body_chunk_answers_and_tells_the_application(refusal, status):
+    core, _ = http_core()
+    core.receive_data(request("POST", headers=[("Content-Length", str(3 * BODY_CHUNK_SIZE))]))
+    core.receive_data(b"x" * (2 * BODY_CHUNK_SIZE + 10))
+    first, chunk = sends_of(core)
+    assert chunk.channel == first.message["body_channel"]
+    core.send_refused(chunk, refusal)
+    assert parse_responses(core.pop_data())[0][0] == status
+    assert [s.channel for s in sends_of(core) if s.channel == "http.disconnect"] == ["http.disconnect"]
+    assert core.closed
+
+
 def test_client_leaving_mid_upload_closes_body_channel_and_sends_disconnect():
     core, _ = http_core()
     core.receive_data(request("POST", headers=[("Content-Length", str(3 * BODY_CHUNK_SIZE))]))
@@ -215,12 +228,13 @@ def test_malformed_and_oversized_requests_get_an_error_status_and_close(raw, sta
     assert not [s for s in sends_of(core) if s.channel == "http.request"]
 
 
-def test_channel_full_on_http_request_answers_503():
+@pytest.mark.parametrize("refusal, status", [(Refusal.FULL, 503), (Refusal.TOO_LARGE, 431), (Refusal.FAILED, 500)])
+def test_refused_http_request_answers_without_disconnect(refusal, status):
     core, _ = http_core()
     core.receive_data(request())
     (send,) = sends_of(core)
-    core.send_refused(send)
-    assert parse_responses(core.pop_data())[0][0] == 503
+    core.send_refused(send, refusal)
+    assert parse_responses(core.pop_data())[0][0] == status
     assert core.closed and sends_of(core) == []
 
 

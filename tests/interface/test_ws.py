@@ -11,7 +11,7 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from interface._effects import LayerSend, OnFull
+from interface._effects import LayerSend, OnFull, Refusal
 from interface._options import Options
 from interface._ws import WebSocketConnection, WSState
 
@@ -207,6 +207,16 @@ def test_invalid_frames_close_with_1002_or_1007(raw, code):
     assert core.closed
 
 
+def test_protocol_error_after_our_close_logs_one_disconnect():
+    core, _, _ = opened()
+    core.handle_reply("7", {"close": 4000})
+    core.receive_data(b"\x83\x80\x00\x00\x00\x00")  # reserved opcode while we wait for the close
+    sends, records, _ = split_effects(core.pop_effects())
+    assert [r.request.split()[0] for r in records] == ["WSDISCONNECT"]
+    assert [s.message["code"] for s in sends] == [4000]
+    assert core.closed
+
+
 def test_message_over_the_size_limit_closes_1009():
     core, _, client = opened(websocket_max_message_size=100)
     core.receive_data(client.send(BytesMessage(data=b"x" * 100)))
@@ -262,11 +272,12 @@ def test_lifetime_closes_with_1000():
     assert sends_of(core)[0].message["code"] == 1000
 
 
-def test_channel_full_on_connect_rejects_503_without_disconnect():
+@pytest.mark.parametrize("refusal, status", [(Refusal.FULL, 503), (Refusal.TOO_LARGE, 431), (Refusal.FAILED, 500)])
+def test_refused_connect_rejects_without_disconnect(refusal, status):
     core, _ = ws_core()
     (send,) = sends_of(core)
-    core.send_refused(send)
-    assert core.pop_data().startswith(b"HTTP/1.1 503 ")
+    core.send_refused(send, refusal)
+    assert core.pop_data().startswith(b"HTTP/1.1 %d " % status)
     assert core.closed and sends_of(core) == []
 
 
@@ -282,12 +293,15 @@ def test_channel_full_on_receive_closes_1013_and_mutes():
     assert sends_of(core) == []  # muted: neither receives nor disconnect
 
 
-def test_message_too_large_for_the_layer_closes_1009():
+@pytest.mark.parametrize("refusal, code", [(Refusal.TOO_LARGE, 1009), (Refusal.FAILED, 1011)])
+def test_receive_refused_but_not_full_closes_and_notifies(refusal, code):
     core, _, client = opened()
     core.receive_data(client.send(TextMessage(data="a")))
     (send,) = sends_of(core)
-    core.send_refused(send, too_large=True)
-    assert [e.code for e in frames(client, core.pop_data()) if isinstance(e, CloseConnection)] == [1009]
+    core.send_refused(send, refusal)
+    assert [e.code for e in frames(client, core.pop_data()) if isinstance(e, CloseConnection)] == [code]
+    (disconnect,) = sends_of(core)
+    assert disconnect.channel == "websocket.disconnect" and disconnect.message["code"] == code
 
 
 @pytest.mark.parametrize("stop", ["shutdown", "abort"])
