@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +22,11 @@ from pathlib import Path
 
 import websockets
 
+from bench import redis_server as _redis_server
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The sections' free port (bench/interface.py, bench/stack.py): one definition, shared with the tests.
+free_port = _redis_server.free_port
 
 
 @contextlib.contextmanager
@@ -54,50 +56,15 @@ def serve(cmd: list[str], env: dict[str, str] | None = None, ready_url: str | No
         log.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """A private redis-server on 127.0.0.1 (no persistence); yields its ``redis://`` URL.
 
-    Raises RuntimeError when it does not answer PING within 10 s; always stopped by pid.
+    Raises RuntimeError (``RedisServerError``) when it does not answer PING within 10 s;
+    always stopped by pid. The starter itself is ``bench.redis_server``, shared with the tests.
     """
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the benchmark's redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+    with _redis_server.redis_server(prefix="bench-redis-") as server:
+        yield server.url
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
