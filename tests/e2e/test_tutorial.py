@@ -87,12 +87,12 @@ def site():
 
 # -- helpers ------------------------------------------------------------------------------
 
-def ws(site, path, user=None, origin=None, **kwargs):
+def ws(site, path, user=None, origin=None, open_timeout=5.0, **kwargs):
     """An open client (context manager entered), with ``user``'s session cookie if given."""
     headers = {}
     if user is not None:
         headers["Cookie"] = f"sessionid={site.sessions[user]}"
-    return connect(site.url(path), open_timeout=5, close_timeout=1, additional_headers=headers,
+    return connect(site.url(path), open_timeout=open_timeout, close_timeout=1, additional_headers=headers,
                    origin=origin, **kwargs).__enter__()
 
 
@@ -106,6 +106,40 @@ def close_all(*clients):
 
 def recv(client, timeout=5.0):
     return client.recv(timeout=timeout)
+
+
+def echoes(client, *texts):
+    """Send each text and check that the reply is the same text, one round trip at a time."""
+    for text in texts:
+        client.send(text)
+        assert recv(client) == text
+
+
+def receive_all(client, count, deadline, quiet=None):
+    """Frames of ``client`` until ``count`` arrived, the (monotonic) ``deadline`` passed, or
+    (if ``quiet`` is given) nothing arrived for ``quiet`` seconds."""
+    frames = []
+    while len(frames) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            frames.append(client.recv(timeout=min(remaining, quiet or remaining)))
+        except TimeoutError:
+            break
+    return frames
+
+
+def check_ordering(client, prefix, count, timeout=10.0):
+    """Enforcing Ordering: ``count`` frames sent back to back are all answered, numbered in order.
+
+    The page's consumer answers frame n (0-based) ``"<n + 1>: <frame>"``; the replies must
+    all come within ``timeout`` seconds.
+    """
+    for index in range(count):
+        client.send(f"{prefix}{index}")
+    got = receive_all(client, count, time.monotonic() + timeout)
+    assert got == [f"{index + 1}: {prefix}{index}" for index in range(count)]
 
 
 def silent(client, wait=0.5):
@@ -163,9 +197,7 @@ def test_debug_static_files_served_by_the_workers(site):
 def test_echo_ws_message(site):
     client = ws(site, "/echo/")
     try:
-        for text in ("hello world", "é ü ✓", "x" * 5000):
-            client.send(text)
-            assert recv(client) == text
+        echoes(client, "hello world", "é ü ✓", "x" * 5000)
     finally:
         close_all(client)
 
@@ -280,8 +312,7 @@ def test_allowed_hosts_only_rejects_foreign_origin(site):
         assert info.value.response.status_code == 403
     client = ws(site, "/secure/", "alice", origin=f"http://127.0.0.1:{site.port}")
     try:
-        client.send("allowed")
-        assert recv(client) == "allowed"
+        echoes(client, "allowed")
     finally:
         close_all(client)
 
@@ -344,10 +375,7 @@ def test_channel_send_from_outside_a_consumer_reaches_msg_consumer(site):
 def test_enforce_ordering_counts_frames_in_order(site):
     client = ws(site, "/ordering/", "alice")
     try:
-        for index in range(20):
-            client.send(f"m{index}")
-        got = [recv(client, 10) for _ in range(20)]
-        assert got == [f"{index + 1}: m{index}" for index in range(20)]
+        check_ordering(client, "m", 20, timeout=30)
     finally:
         close_all(client)
 
@@ -388,20 +416,29 @@ class _Site:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
+def wait_serving(site, path, *commands):
+    """Wait (30 s at most) until ``site`` answers 200 on ``path``; the commands' logs if not."""
+
+    def serves():
+        try:
+            return http_get(site.port, path, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(serves, 30, lambda: f"{path} answered 200 (logs:\n" +
+             "\n".join(command.log()[-2000:] for command in commands) + ")")
+
+
 def smoke(site):
     """Echo, Models (row saved) and Enforcing Ordering with a logged-in user, on ``site``."""
     echo = ws(site, "/echo/")
     room = ws(site, "/smoke/")
     ordered = ws(site, "/ordering/", "anna")
     try:
-        echo.send("round trip")
-        assert recv(echo) == "round trip"
-        room.send("saved")
-        assert recv(room) == "saved"
+        echoes(echo, "round trip")
+        echoes(room, "saved")
         assert rows(site.database, "smoke") == ["saved"]
-        for index in range(5):
-            ordered.send(f"o{index}")
-        assert [recv(ordered) for _ in range(5)] == [f"{index + 1}: o{index}" for index in range(5)]
+        check_ordering(ordered, "o", 5)
     finally:
         close_all(echo, room, ordered)
 
@@ -417,14 +454,7 @@ def test_runserver_noworker_with_runworker_verbose(tmp_path):
         started.append(server)
         worker = DjangoAdmin("runworker", ["-v", "2"], env)
         started.append(worker)
-
-        def serves():
-            try:
-                return http_get(site.port, "/consumer/smoke", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(serves, 30, lambda: f"runserver + runworker (logs:\n{server.log()[-2000:]}\n{worker.log()[-2000:]})")
+        wait_serving(site, "/consumer/smoke", server, worker)
         assert "interface only" in server.log()
         assert http_get(site.port, "/consumer/smoke") == (200, b"Hello world! You asked for /consumer/smoke")
         smoke(site)
@@ -460,13 +490,7 @@ def test_runserver_with_the_pages_in_memory_layer(tmp_path):
     site = _Site(free_port(), {**env, "SHMCHANNELS_TEST_SEGMENT": "unused"}, login_users(env))
     server = DjangoAdmin("runserver", [f"127.0.0.1:{site.port}", "--noreload"], env)
     try:
-        def serves():
-            try:
-                return http_get(site.port, "/consumer/mem", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(serves, 30, lambda: f"runserver (log:\n{server.log()[-2000:]})")
+        wait_serving(site, "/consumer/mem", server)
         assert "InMemoryChannelLayer); in-process" in server.log()
         assert http_get(site.port, "/consumer/mem") == (200, b"Hello world! You asked for /consumer/mem")
         assert http_get(site.port, "/hello/") == (200, b"Hello world! You asked for /hello/")

@@ -20,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from shmlayer import ShmChannelLayer
 from tests.e2e.harness import RealMaster, http_get, remove_segment, wait_for
-from tests.e2e.test_tutorial import close_all, manage
+from tests.e2e.test_tutorial import check_ordering, close_all, group_size, manage, receive_all, ws
 from tests.supervisor.harness import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -76,15 +75,7 @@ def site(tmp_path_factory):
 def open_client(site, path):
     # max_queue=None: the test reads clients one after another; the client must not push
     # back on the server meanwhile (that would test the client, not the server).
-    return connect(site.url(path), open_timeout=10, close_timeout=1, max_queue=None).__enter__()
-
-
-def group_size(site, group):
-    layer = ShmChannelLayer(name=site.segment, _create=False)
-    try:
-        return len(layer.group_channels(group))
-    finally:
-        layer.close()
+    return ws(site, path, open_timeout=10, max_queue=None)
 
 
 def layer_counters(site):
@@ -97,28 +88,10 @@ def layer_counters(site):
     return {key: stats.get(key) for key in ("n_full", "n_group_skipped", "n_segment_full", "n_expired")}
 
 
-def receive_all(client, count, deadline, quiet=None):
-    """Frames of ``client`` until ``count`` arrived, the (monotonic) ``deadline`` passed, or
-    (if ``quiet`` is given) nothing arrived for ``quiet`` seconds."""
-    frames = []
-    while len(frames) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            frames.append(client.recv(timeout=min(remaining, quiet or remaining)))
-        except TimeoutError:
-            break
-    return frames
-
-
 def test_back_to_back_frames_under_enforce_ordering_all_answered_in_order(site):
     client = open_client(site, "/ordering/")
     try:
-        for index in range(FRAMES):
-            client.send(f"f{index}")
-        got = receive_all(client, FRAMES, time.monotonic() + 30)
-        assert got == [f"{index + 1}: f{index}" for index in range(FRAMES)]
+        check_ordering(client, "f", FRAMES, timeout=30)
         client.ping().wait(5)  # still open: no 1013, no error close
     finally:
         close_all(client)

@@ -354,35 +354,31 @@ class SendFailsLayer(InMemoryChannelLayer):
         super().send(channel, message)
 
 
-def test_a_send_error_that_is_no_full_channel_is_refused_at_once_not_retried(serve):
+@pytest.mark.parametrize("error, close_code, retried, http_answer", [
     # A bug or an unencodable message: retrying cannot help, so no retry, one refusal.
-    http_layer = SendFailsLayer("http.request", TypeError("cannot serialize"))
-    running, _ = serve(layer=http_layer, consumer=False)
-    assert get(running.port, "/x")[0] == 503
-    assert http_layer.attempts == 1
-    ws_layer = SendFailsLayer("websocket.receive", TypeError("cannot serialize"))
+    pytest.param(TypeError("cannot serialize"), 1013, False, (503, b"Request queue full.\n"),
+                 id="other-error-refused-at-once"),
+    # ConnectionError (Redis down) may pass: websocket.receive is retried like a full channel.
+    pytest.param(ConnectionError("Redis is unreachable"), 1013, True, (503, b"Request queue full.\n"),
+                 id="unreachable-layer-retried-like-full"),
+])
+def test_what_a_layer_send_error_does(serve, error, close_code, retried, http_answer):
+    ws_layer = SendFailsLayer("websocket.receive", error)
     running, _ = serve(layer=ws_layer, channels=["websocket.connect"])
     with ws_connect(f"ws://127.0.0.1:{running.port}/x") as ws:
         ws.send("m")
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
             ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 1013
-    assert ws_layer.attempts == 1
-
-
-def test_an_unreachable_layer_is_retried_like_a_full_channel(serve):
-    # ConnectionError (Redis down) may pass: websocket.receive is retried, then closed 1013.
-    layer = SendFailsLayer("websocket.receive", ConnectionError("Redis is unreachable"))
-    running, _ = serve(layer=layer, channels=["websocket.connect"])
-    with ws_connect(f"ws://127.0.0.1:{running.port}/x") as ws:
-        ws.send("m")
-        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 1013
-    assert layer.attempts > 1
-    http_layer = SendFailsLayer("http.request", ConnectionError("Redis is unreachable"))
+    assert closed.value.rcvd.code == close_code
+    if retried:
+        assert ws_layer.attempts > 1
+    else:
+        assert ws_layer.attempts == 1
+    # http.request is never retried (asgi1.md §5: refused at once), whatever the error.
+    http_layer = SendFailsLayer("http.request", error)
     running, _ = serve(layer=http_layer, consumer=False)
-    assert get(running.port, "/x") == (503, b"Request queue full.\n")
+    assert get(running.port, "/x") == http_answer
+    assert http_layer.attempts == 1
 
 
 def test_proxy_headers_and_root_path_reach_the_application(serve):
