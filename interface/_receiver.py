@@ -8,14 +8,18 @@ three ways of waiting, cheapest wake-up first:
   wake this process up;
 - **polling**: once a connection sent the application something it usually answers
   at once (a request, a connect, a WebSocket message), look once per loop iteration
-  until the answer is in (at most ``reply_wait``), then *linger* a little longer: a
+  until the answer is in (at most the poll window), then *linger* a little longer: a
   client in a conversation sends its next message soon, and a process that is still
   running hears it without being woken. A worker whose answer is heard this way pays
   no wake-up either: its send finds no armed waiter and sends no datagram. Lingering
   adapts: a new message that comes within ``linger`` of the last answer doubles the
   next linger (up to ``linger``), one that comes later halves it, so sparse traffic
   soon stops paying for it; so does a turn during which this thread was preempted
-  (another process wanted its core: spinning there would only delay that process);
+  (another process wanted its core: spinning there would only delay that process).
+  The poll window adapts too: polling that ends without any answer halves the next
+  window (down to ``_MIN_WAIT``), an answer heard while polling doubles it (up to
+  ``reply_wait``), so a one-way stream of messages the application does not answer
+  soon stops keeping the loop awake;
 - **sleeping**: otherwise ``layer.receive_async`` sleeps on the layer's waiter socket.
   A connection that sends while the task sleeps *kicks* it (cancels that wait, which
   the layer allows at any time without losing a message) so that polling starts.
@@ -45,6 +49,8 @@ REPLY_WAIT = 200e-6
 LINGER = 500e-6
 #: Lingers shorter than this are not worth a loop iteration; halving stops at zero.
 _MIN_LINGER = 20e-6
+#: The shortest poll window: a loop iteration or two, in case the answer is that quick.
+_MIN_WAIT = 25e-6
 #: Replies taken per lock round.
 BATCH = 64
 
@@ -78,6 +84,8 @@ class ReplyReceiver:
         self._batch: Callable[..., Any] | None = getattr(layer, "receive_batch", None)
         self._poll = self._batch is not None and reply_wait > 0
         self._due = 0  # sends since the last sleep whose answers have not come in
+        self._wait = reply_wait  # the current poll window (adaptive)
+        self._heard = False  # an answer came since polling began
         self._poll_until = 0.0
         self._linger = linger
         self._answered_at = 0.0
@@ -104,7 +112,7 @@ class ReplyReceiver:
             else:
                 self._linger /= 2
         self._due += 1
-        self._poll_until = now + self.reply_wait
+        self._poll_until = now + self._wait
         if self._sleeping and not self._kicked and self._task is not None:
             self._kicked = True
             self._task.cancel()
@@ -138,7 +146,10 @@ class ReplyReceiver:
             if self._poll and _monotonic() < self._poll_until:
                 await asyncio.sleep(0)  # polling
                 return
+            if self._due and not self._heard:
+                self._wait = max(self._wait / 2, _MIN_WAIT)  # polled for nothing
             self._due = 0
+            self._heard = False
             self._poll_until = 0.0
         self._sleeping = True
         try:
@@ -172,6 +183,8 @@ class ReplyReceiver:
         if not found:
             return False
         if self._due:
+            self._heard = True
+            self._wait = min(self._wait * 2, self.reply_wait)
             self._due = max(0, self._due - len(found))
             if not self._due:
                 self._answered_at = now = _monotonic()

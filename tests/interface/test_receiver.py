@@ -112,6 +112,30 @@ def test_lingering_grows_with_a_conversation_and_fades_with_sparse_traffic(layer
     assert len(got) == 17
 
 
+def test_poll_window_shrinks_for_messages_nobody_answers_and_grows_back(layer):
+    async def main() -> None:
+        got: list[int] = []
+        receiver = ReplyReceiver(layer, CHANNEL, lambda channel, message: got.append(message["n"]),
+                                 reply_wait=200e-6)
+        task = receiver.start(asyncio.get_running_loop())
+        windows = []
+        for _ in range(4):  # a one-way stream: the application answers none of it
+            await until(lambda: receiver._sleeping)
+            receiver.expect()
+            await asyncio.sleep(0.002)  # the window passes while the task polls
+            windows.append(receiver._wait)
+        assert windows == pytest.approx([100e-6, 50e-6, _receiver._MIN_WAIT, _receiver._MIN_WAIT])
+        for n in range(3):  # answers again: each one heard while polling doubles the window
+            await until(lambda: receiver._sleeping)
+            receiver.expect()
+            layer.send(CHANNEL + "1", {"n": n})
+            await until(lambda: len(got) == n + 1)
+        assert receiver._wait == pytest.approx(200e-6)
+        await stop(task)
+
+    asyncio.run(main())
+
+
 def test_layers_without_receive_batch_only_sleep_and_drain():
     layer = InMemoryChannelLayer(capacity=100)
 
