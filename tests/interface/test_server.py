@@ -355,8 +355,9 @@ class SendFailsLayer(InMemoryChannelLayer):
 
 
 @pytest.mark.parametrize("error, close_code, retried, http_answer", [
-    # A bug or an unencodable message: retrying cannot help, so no retry, one refusal.
-    pytest.param(TypeError("cannot serialize"), 1013, False, (503, b"Request queue full.\n"),
+    # A bug or an unencodable message: retrying cannot help, so no retry, one refusal that
+    # says it is an internal error (500 / 1011), not a full channel.
+    pytest.param(TypeError("cannot serialize"), 1011, False, (500, b"Internal Server Error\n"),
                  id="other-error-refused-at-once"),
     # ConnectionError (Redis down) may pass: websocket.receive is retried like a full channel.
     pytest.param(ConnectionError("Redis is unreachable"), 1013, True, (503, b"Request queue full.\n"),
