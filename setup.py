@@ -43,7 +43,7 @@ setup(
     ext_modules=[Extension(
         "shmlayer._fastpath",
         ["shmlayer/_fastpath.c", "shmlayer/_fastpath_lock.c", "shmlayer/_fastpath_queues.c",
-         "shmlayer/_fastpath_heap.c", "shmlayer/_fastpath_ops.c"],
+         "shmlayer/_fastpath_heap.c", "shmlayer/_fastpath_ops.c", "shmlayer/_fastpath_plain.c"],
         depends=["shmlayer/_fastpath.h"],
     )],
     entry_points={

@@ -118,8 +118,16 @@ static PyTypeObject FastPathType = {
     .tp_methods = fp_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"plain", fp_plain, METH_O,
+     "True if obj is built only of exact dict (str keys), list, tuple, str, bytes, float, bool, None and "
+     "64-bit int, at most PLAIN_MAX_DEPTH containers deep; False otherwise (never raises)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef fastpath_module = {
-    PyModuleDef_HEAD_INIT, "shmlayer._fastpath", "Segment lock and common-case send/receive in C.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "shmlayer._fastpath", "Segment lock, common-case send/receive and the message check in C.",
+    -1, module_methods,
 };
 
 static int add_int(PyObject *dict, const char *key, long value) {
@@ -176,6 +184,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         add_int(layout, "CRASH_POINTS", N_CRASH_POINTS) || add_int(layout, "SLOW", R_SLOW) || add_int(layout, "SWEEP", R_SWEEP) ||
         PyModule_AddObject(m, "LAYOUT", layout) < 0) {
         Py_XDECREF(layout);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "PLAIN_MAX_DEPTH", PLAIN_MAX_DEPTH) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -26,7 +26,8 @@
  *                       operation, a release() while threads wait or hold the lock;
  *   _fastpath_queues.c  channel and group lookup, queues, nodes, waiter arming/waking;
  *   _fastpath_heap.c    the buddy heap the payloads live in;
- *   _fastpath_ops.c     the send/send_group/receive/pending/disarm methods.
+ *   _fastpath_ops.c     the send/send_group/receive/pending/disarm methods;
+ *   _fastpath_plain.c   plain(): the fast check of contract.validate_message.
  * Functions one file calls in another are declared at the end of this header; they
  * are hidden from the shared object's symbol table (FP_INTERNAL).
  */
@@ -245,5 +246,9 @@ FP_INTERNAL PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize
 FP_INTERNAL PyObject *fp_receive(FastPath *s, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_pending(FastPath *s, PyObject *targets);
 FP_INTERNAL PyObject *fp_disarm(FastPath *s, PyObject *arg);
+
+/* _fastpath_plain.c: containers nested deeper than this are left to the Python check. */
+#define PLAIN_MAX_DEPTH 64
+FP_INTERNAL PyObject *fp_plain(PyObject *module, PyObject *obj);
 
 #endif /* SHMLAYER_FASTPATH_H */

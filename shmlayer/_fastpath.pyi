@@ -3,6 +3,9 @@
 import mmap
 
 LAYOUT: dict[str, int]
+PLAIN_MAX_DEPTH: int
+
+def plain(obj: object, /) -> bool: ...
 
 class FastPath:
     def __init__(

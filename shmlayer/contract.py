@@ -25,7 +25,7 @@ import re
 import string
 import threading
 import warnings
-from typing import Any, Iterable, Mapping, Pattern
+from typing import Any, Callable, Iterable, Mapping, Pattern
 
 import msgpack
 
@@ -166,6 +166,19 @@ def _plain(value: object) -> bool:
     return False
 
 
+#: validate_message's fast check: _fastpath.plain gives _plain's answers in C (~0.1 us
+#: instead of ~0.4 us for a small message), and False beyond PLAIN_MAX_DEPTH containers,
+#: where _check_value then decides. Without the extension (not built, or built before
+#: plain existed) the reference does the job.
+_plain_check: Callable[[object], bool] = _plain
+try:
+    from ._fastpath import plain as _c_plain
+except ImportError:
+    pass
+else:
+    _plain_check = _c_plain
+
+
 def channel_list(channels: object) -> list[str]:
     """The ``channels`` argument of ``receive`` as a list (names not yet validated).
 
@@ -195,7 +208,7 @@ def validate_message(message: object) -> Mapping[str, Any]:
     if ASGI_CHANNEL_KEY in message:
         raise TypeError(f"Message key {ASGI_CHANNEL_KEY!r} is reserved for the layer")
     try:
-        if not _plain(message):
+        if not _plain_check(message):
             _check_value(message, "message")
     except RecursionError:
         # A message that contains itself (or absurd nesting) would otherwise escape as a

@@ -6,7 +6,18 @@ import asyncio
 
 import pytest
 
+from shmlayer import contract
 from shmlayer.contract import validate_message
+
+
+@pytest.fixture(params=["c", "python"])
+def fast_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """validate_message's fast check: the C one (_fastpath.plain), then the Python reference."""
+    if request.param == "python":
+        monkeypatch.setattr(contract, "_plain_check", contract._plain)
+    else:
+        assert contract._plain_check is not contract._plain, "the C check did not import"
+    return str(request.param)
 
 
 class StrKey(str):
@@ -22,7 +33,7 @@ class Bytesish(bytes):
     {StrKey("k"): Bytesish(b"v")},  # subclasses take the full check and pass it
     {"n": -(2**63), "m": 2**63 - 1},
 ])
-def test_validate_message_accepts(message: dict) -> None:
+def test_validate_message_accepts(message: dict, fast_check: str) -> None:
     assert validate_message(message) is message
 
 
@@ -32,7 +43,7 @@ def test_validate_message_accepts(message: dict) -> None:
     ({"a": {"b": 2**63}}, "message['a']['b']"),
     ({"a": {1, 2}}, "message['a']"),
 ])
-def test_validate_message_rejects_with_path(message: dict, where: str) -> None:
+def test_validate_message_rejects_with_path(message: dict, where: str, fast_check: str) -> None:
     with pytest.raises(TypeError) as info:
         validate_message(message)
     assert where in str(info.value)
@@ -84,9 +95,7 @@ def test_receive_async_cancelled_gives_the_waiter_back(layer) -> None:
     assert asyncio.run(main()) == ("test.cancel", {"y": 2})
 
 
-def test_a_message_that_contains_itself_is_a_clear_type_error():
-    from shmlayer.contract import validate_message
-
+def test_a_message_that_contains_itself_is_a_clear_type_error(fast_check: str) -> None:
     message: dict = {"text": "x"}
     message["self"] = message
     with pytest.raises(TypeError, match="nested too deeply"):
