@@ -79,6 +79,7 @@
 #define C_NFULL 52
 #define C_NSENT 60
 #define C_NAME 64
+#define C_NAME_SIZE (CHAN_SIZE - C_NAME) /* bytes of the name field */
 
 /* Message reference node (32 bytes). */
 #define NODE_SIZE 32
@@ -127,6 +128,7 @@
 #define MAX_WAIT_BUCKETS 28
 
 #define RETAIN 8u
+#define KIND_LOCAL 2u /* _layout.KIND_LOCAL: "x!y", queuing on the entry of "x!" */
 
 /* Results besides a message or a wake list. */
 #define R_SLOW -1  /* redo the whole operation in Python */
@@ -166,7 +168,7 @@ typedef struct {
             --(s)->crash_hits <= 0)       \
             kill(getpid(), SIGKILL);      \
     } while (0)
-#define N_CRASH_POINTS 9
+#define N_CRASH_POINTS 10
 
 /* ------------------------------------------------------------------ raw access */
 
@@ -231,6 +233,9 @@ FP_INTERNAL void heap_decref(FastPath *s, uint32_t block);
 /* _fastpath_queues.c */
 FP_INTERNAL uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h);
 FP_INTERNAL void free_chan_if_unused(FastPath *s, uint32_t i);
+FP_INTERNAL uint32_t chan_available(FastPath *s);
+FP_INTERNAL void create_chan(FastPath *s, uint32_t i, const char *name, Py_ssize_t n, uint32_t h, uint32_t queue,
+                             uint32_t cap);
 FP_INTERNAL int sweep_is_clean(FastPath *s, double now, int budget);
 FP_INTERNAL void disarm(FastPath *s, uint64_t w);
 FP_INTERNAL int can_enqueue(FastPath *s, uint32_t i);

@@ -59,11 +59,25 @@ static PyObject *end_send(FastPath *s, long result, PyObject *wake) {
     return PyLong_FromLong(result);
 }
 
-/* send(name, hash, data, expiry) -> 0 | [slots to wake] | SLOW | SWEEP */
+/* send(name, hash, data, expiry[, cap, prefix_len, prefix_hash]) -> 0 | [slots to wake] | SLOW | SWEEP
+ * With the last three, a channel without an entry gets one here as well (_store.Store.chan_for):
+ * a normal name (prefix_len 0) with capacity ``cap``, or a local name "x!y" (prefix_len is
+ * len("x!"), prefix_hash its hash) whose prefix entry exists; -1 leaves it to Python. */
 PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
+    static const char usage[] = "send(name: bytes, hash: int, data: bytes, expiry: float"
+                                "[, cap: int, prefix_len: int, prefix_hash: int])";
     SendArgs a;
-    if (parse_send(s, args, nargs, 4, "send(name: bytes, hash: int, data: bytes, expiry: float)", &a) < 0)
+    if (parse_send(s, args, nargs, nargs == 7 ? 7 : 4, usage, &a) < 0)
         return NULL;
+    long cap = 0, prefix_len = -1;
+    uint32_t prefix_hash = 0;
+    if (nargs == 7) {
+        cap = PyLong_AsLong(args[4]);
+        prefix_len = PyLong_AsLong(args[5]);
+        prefix_hash = (uint32_t)PyLong_AsUnsignedLongMask(args[6]);
+        if (PyErr_Occurred())
+            return NULL;
+    }
     const char *name = a.name, *data = a.data;
     Py_ssize_t nlen = a.nlen, dlen = a.dlen;
     uint32_t h = a.hash;
@@ -80,19 +94,41 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         goto out;
     }
     uint32_t i = lookup_chan(s, name, nlen, h);
-    if (!i)
-        goto out; /* new entry: Python creates it */
-    uint64_t e = CH(s, i);
-    if (*U32(s, e + C_NCOUNT) >= *U32(s, e + C_CAP))
-        goto out; /* full, or room only after reclaiming expired messages */
-    if (!can_enqueue(s, i) || !nodes_available(s, 1))
+    uint32_t queue = 0; /* for a new local entry: the prefix entry it queues on */
+    int fresh = !i;
+    if (!fresh) {
+        uint64_t e = CH(s, i);
+        if (*U32(s, e + C_NCOUNT) >= *U32(s, e + C_CAP))
+            goto out; /* full, or room only after reclaiming expired messages */
+        if (!can_enqueue(s, i))
+            goto out;
+    } else {
+        /* A new entry has room (count 0 < cap); Python creates it when the prefix entry is
+         * missing too, when no entry is free without evicting kept ones, or when asked to. */
+        if (cap < 1 || cap > (long)UINT32_MAX || prefix_len < 0 || prefix_len >= nlen || nlen > C_NAME_SIZE)
+            goto out;
+        if (prefix_len) {
+            queue = lookup_chan(s, name, prefix_len, prefix_hash);
+            if (!queue || !can_enqueue(s, queue))
+                goto out;
+        }
+        i = chan_available(s);
+        if (!i)
+            goto out;
+    }
+    if (!nodes_available(s, 1))
         goto out;
     uint32_t order = order_for(dlen), k = 0;
     uint32_t block = heap_find(s, order, &k);
     if (!block)
         goto out;
 
-    /* Stores, in _store.Store.send's order. */
+    /* Stores, in _store.Store.send's order: the entry (chan_for), the payload, the node. */
+    if (fresh) {
+        if (queue)
+            *U32(s, CH(s, queue) + C_REFS) = *U32(s, CH(s, queue) + C_REFS) + 1; /* pin the prefix first */
+        create_chan(s, i, name, nlen, h, queue, (uint32_t)cap);
+    }
     heap_take(s, block, k, order, dlen);
     CRASH_POINT(s, 1);
     memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);

@@ -21,6 +21,50 @@ uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
     return 0;
 }
 
+/* Reads only: the entry create_chan would take (the free list's head, else the bump
+ * index), or 0 when the Python path must create it: the table is full (it frees kept
+ * entries first) or the free list's head is not a free entry (damaged: recovery). */
+uint32_t chan_available(FastPath *s) {
+    uint32_t i = *U32(s, H_CHAN_FREE);
+    if (i) {
+        if (i >= s->n_channels || (*U32(s, CH(s, i) + C_FLAGS) & 1u)) {
+            s->damaged = 1;
+            return 0;
+        }
+        return i;
+    }
+    uint32_t bump = *U32(s, H_CHAN_BUMP);
+    return bump && bump < s->n_channels ? bump : 0;
+}
+
+/* _store.Store._create_chan for entry ``i`` from chan_available(): a normal entry
+ * (``queue`` 0: its own queue) or a local one queuing on the prefix entry ``queue``.
+ * Same stores in the same order; the bucket link last. */
+void create_chan(FastPath *s, uint32_t i, const char *name, Py_ssize_t n, uint32_t h, uint32_t queue, uint32_t cap) {
+    uint64_t e = CH(s, i);
+    if (*U32(s, H_CHAN_FREE) == i)
+        *U32(s, H_CHAN_FREE) = *U32(s, e + C_HNEXT);
+    else
+        *U32(s, H_CHAN_BUMP) = i + 1;
+    uint32_t gen = *U32(s, e + C_GEN) + 1u;
+    for (uint32_t w = 0; w < C_NAME; w += 4)
+        *U32(s, e + w) = 0;
+    memcpy((void *)(s->base + e + C_NAME), name, (size_t)n);
+    *U32(s, e + C_HASH) = h;
+    *U32(s, e + C_NLEN) = (uint32_t)n;
+    /* Kept when empty: normal names without '?' (few, long-lived); never a local name. */
+    uint32_t flags = queue ? 1u | (KIND_LOCAL << 1) : 1u | (memchr(name, '?', (size_t)n) ? 0u : RETAIN);
+    *U32(s, e + C_FLAGS) = flags;
+    *U32(s, e + C_QUEUE) = queue ? queue : i;
+    *U32(s, e + C_CAP) = cap;
+    *U32(s, e + C_GEN) = gen;
+    volatile uint32_t *bucket = U32(s, s->chan_bucket_off + 4ull * (h & s->cmask));
+    *U32(s, e + C_HNEXT) = *bucket;
+    BARRIER();
+    CRASH_POINT(s, 10);
+    *bucket = i; /* link last */
+}
+
 static void unchain_chan(FastPath *s, uint64_t bucket, uint32_t i) {
     volatile uint32_t *head = U32(s, bucket);
     uint32_t after = *U32(s, CH(s, i) + C_HNEXT);

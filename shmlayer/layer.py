@@ -22,7 +22,7 @@ import select
 import threading
 import time
 import weakref
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from . import _layout as L
 from ._fastpath import LAYOUT
@@ -75,6 +75,18 @@ def _forget_waiters_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_waiters_in_child)
 
 
+class _SendTarget(NamedTuple):
+    """What ``send`` needs of a channel name, worked out once per name."""
+
+    name: bytes
+    hash: int
+    cap: int
+    #: len("x!") of a local name "x!y" (its prefix entry holds the queue), 0 for a
+    #: normal name, -1 for a prefix name "x!" (its entry is only ever made in Python).
+    prefix_len: int
+    prefix_hash: int
+
+
 class ShmChannelLayer(BaseChannelLayer):
     """ASGI 1 layer in ``/dev/shm/<name>``, shared by every process of one host.
 
@@ -125,7 +137,7 @@ class ShmChannelLayer(BaseChannelLayer):
         self.mode = mode
         self._create = _create
         self._lock = threading.Lock()  # guards the waiter pool and (re)attaching
-        self._send_names: dict[str, tuple[bytes, int, int]] = {}
+        self._send_names: dict[str, _SendTarget] = {}
         self._recv_names: dict[str, tuple[bytes, int]] = {}
         self._rotate = 0
         self._pool: list[Waiter] = []
@@ -248,12 +260,15 @@ class ShmChannelLayer(BaseChannelLayer):
 
     # ================================================================= send side
 
-    def _send_target(self, channel: str) -> tuple[bytes, int, int]:
+    def _send_target(self, channel: str) -> _SendTarget:
         target = self._send_names.get(channel)
         if target is None:
             validate_channel_name(channel)
             name = channel.encode("ascii")
-            target = (name, name_hash(name), self.get_capacity(channel))
+            bang = name.find(b"!")
+            prefix_len = 0 if bang < 0 else (-1 if bang == len(name) - 1 else bang + 1)
+            target = _SendTarget(name, name_hash(name), self.get_capacity(channel), prefix_len,
+                                 name_hash(name[:prefix_len]) if prefix_len > 0 else 0)
             if len(self._send_names) > 10000:
                 self._send_names.clear()
             self._send_names[channel] = target
@@ -268,12 +283,12 @@ class ShmChannelLayer(BaseChannelLayer):
             ChannelFull: the channel holds ``capacity`` live messages.
             SegmentFull: (a ChannelFull) no memory left in the segment.
         """
-        name, h, cap = self._send_target(channel)
+        name, h, cap, prefix_len, prefix_hash = self._send_target(channel)
         data = self.encode_message(message)
         store = self._current()
         seg = store.segment
         assert seg.fast is not None
-        result = seg.fast.send(name, h, data, self.expiry)
+        result = seg.fast.send(name, h, data, self.expiry, cap, prefix_len, prefix_hash)
         if not result:
             return
         if result.__class__ is list:
@@ -530,7 +545,7 @@ class ShmChannelLayer(BaseChannelLayer):
             SegmentFull: no room left in the group or membership tables.
         """
         validate_group_name(group)
-        cname, ch, cap = self._send_target(channel)
+        cname, ch, cap, _, _ = self._send_target(channel)
         gname = group.encode("ascii")
         store = self._current()
         status = self._locked(store, store.group_add, gname, name_hash(gname), cname, ch, _monotonic(), cap)
@@ -540,7 +555,7 @@ class ShmChannelLayer(BaseChannelLayer):
     def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group`` if it is a member."""
         validate_group_name(group)
-        cname, ch, _cap = self._send_target(channel)
+        cname, ch, _, _, _ = self._send_target(channel)
         gname = group.encode("ascii")
         store = self._current()
         self._locked(store, store.group_discard, gname, name_hash(gname), cname, ch)

@@ -187,8 +187,9 @@ def _die_in_fast_path(name: str, point: int) -> None:
     segment.fast.crash_at(point)
     layer.send("q1", {"from": "child"})  # points 1-4
     layer.receive(["q1"])  # points 5-7
-    layer.send("p!x", {})  # a one-shot reply channel: created by the Python path...
-    layer.receive(["p!"])  # ...freed by the C path when emptied: points 8-9
+    layer.send("p!x", {})  # a one-shot reply channel: the Python path creates its "p!" entry...
+    layer.receive(["p!"])  # ...the C path frees "p!x" once emptied: points 8-9
+    layer.send("p!y", {})  # the C path creates an entry under the kept "p!": point 10
 
 
 @pytest.mark.parametrize("point", range(1, LAYOUT["CRASH_POINTS"] + 1))

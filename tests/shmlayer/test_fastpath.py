@@ -75,8 +75,12 @@ def _script(seed: int, steps: int) -> list[tuple[str, Any]]:
             ops.append(("send_group", (f"g{rng.randrange(2)}", {"n": n})))
         elif r < 0.93:
             ops.append(("group_discard", (f"g{rng.randrange(2)}", f"p!c{rng.randrange(6)}")))
-        else:
+        elif r < 0.96:
             ops.append(("batch", ["p!", "q1"]))
+        elif r < 0.98:
+            ops.append(("send", (f"r?{rng.randrange(3)}", {"n": n})))  # a one-shot name: freed once empty
+        else:
+            ops.append(("receive", ["r?0", "r?1", "r?2"]))
     return ops
 
 
@@ -128,6 +132,53 @@ def test_fast_path_hands_back_what_it_does_not_do(make_layer: Make) -> None:
         fast.receive(["new"], 1)
     with pytest.raises(TypeError):
         fast.send("new", 0, b"", 60.0)
+
+
+def test_send_creates_entries_only_where_it_may(make_layer: Make) -> None:
+    layer = make_layer(capacity=5)
+    fast = layer._current().segment.fast
+    assert fast is not None
+    h = shmlayer.layer.name_hash
+    # A normal name: created here, with the capacity given (kept when empty: no '?').
+    assert fast.send(b"fresh", h(b"fresh"), b"\x80", 60.0, 3, 0, 0) == 0
+    for _ in range(2):
+        layer.send("fresh", {})
+    with pytest.raises(shmlayer.ChannelFull):  # the entry's capacity is the one given
+        layer.send("fresh", {})
+    assert [layer.receive(["fresh"])[0] for _ in range(4)] == ["fresh"] * 3 + [None]
+    # A local name needs its prefix entry: without it, Python creates both.
+    assert fast.send(b"p!1", h(b"p!1"), b"\x80", 60.0, 5, 2, h(b"p!")) == LAYOUT["SLOW"]
+    layer.send("p!1", {"n": 1})
+    assert fast.send(b"p!2", h(b"p!2"), b"\x80", 60.0, 5, 2, h(b"p!")) == 0
+    assert [layer.receive(["p!"]) for _ in range(2)] == [("p!1", {"n": 1}), ("p!2", {})]
+    # Left to Python: the old 4-argument form, a prefix name, no capacity, a name over the field.
+    assert fast.send(b"other", h(b"other"), b"\x80", 60.0) == LAYOUT["SLOW"]
+    assert fast.send(b"x!", h(b"x!"), b"\x80", 60.0, 5, -1, 0) == LAYOUT["SLOW"]
+    assert fast.send(b"other", h(b"other"), b"\x80", 60.0, 0, 0, 0) == LAYOUT["SLOW"]
+    long = b"n" * 300
+    assert fast.send(long, h(long), b"\x80", 60.0, 5, 0, 0) == LAYOUT["SLOW"]
+    assert layer.verify() == []
+
+
+def test_send_leaves_a_full_channel_table_to_python(make_layer: Make) -> None:
+    layer = make_layer(capacity=5)
+    fast = layer._current().segment.fast
+    assert fast is not None
+    h = shmlayer.layer.name_hash
+    made = 0
+    while True:  # one-shot names until the C path finds no free entry
+        name = b"r?%d" % made
+        result = fast.send(name, h(name), b"\x80", 60.0, 5, 0, 0)
+        if result == LAYOUT["SLOW"]:
+            break
+        assert result == 0
+        made += 1
+    assert made == layer._current().segment.geometry.n_channels - 1  # entry 0 is never used
+    with pytest.raises(shmlayer.ChannelFull):  # Python: nothing to free, the table is full
+        layer.send("q", {})
+    assert layer.receive(["r?0"]) == ("r?0", {})  # emptied: the entry goes back...
+    layer.send("q", {})  # ...and a new name can have it
+    assert layer.verify() == []
 
 
 def test_an_expired_message_is_left_to_the_python_path(make_layer: Make) -> None:
