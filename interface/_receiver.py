@@ -17,9 +17,10 @@ three ways of waiting, cheapest wake-up first:
   soon stops paying for it; so does a turn during which this thread was preempted
   (another process wanted its core: spinning there would only delay that process).
   The poll window adapts too: polling that ends without any answer halves the next
-  window (down to ``_MIN_WAIT``), an answer heard while polling doubles it (up to
-  ``reply_wait``), so a one-way stream of messages the application does not answer
-  soon stops keeping the loop awake;
+  window (down to ``_MIN_WAIT``); an answer that comes within ``reply_wait`` of the
+  message, heard while polling or just after, doubles it (up to ``reply_wait``). So a
+  one-way stream of messages the application does not answer soon stops keeping the
+  loop awake, and a window that shrank grows back once answers are quick again;
 - **sleeping**: otherwise ``layer.receive_async`` sleeps on the layer's waiter socket.
   A connection that sends while the task sleeps *kicks* it (cancels that wait, which
   the layer allows at any time without losing a message) so that polling starts.
@@ -85,7 +86,9 @@ class ReplyReceiver:
         self._poll = self._batch is not None and reply_wait > 0
         self._due = 0  # sends since the last sleep whose answers have not come in
         self._wait = reply_wait  # the current poll window (adaptive)
+        self._sent_at = 0.0
         self._heard = False  # an answer came since polling began
+        self._missed_at = 0.0  # when the last unanswered poll's message was sent
         self._poll_until = 0.0
         self._linger = linger
         self._answered_at = 0.0
@@ -112,6 +115,7 @@ class ReplyReceiver:
             else:
                 self._linger /= 2
         self._due += 1
+        self._sent_at = now
         self._poll_until = now + self._wait
         if self._sleeping and not self._kicked and self._task is not None:
             self._kicked = True
@@ -148,6 +152,7 @@ class ReplyReceiver:
                 return
             if self._due and not self._heard:
                 self._wait = max(self._wait / 2, _MIN_WAIT)  # polled for nothing
+                self._missed_at = self._sent_at
             self._due = 0
             self._heard = False
             self._poll_until = 0.0
@@ -168,6 +173,9 @@ class ReplyReceiver:
         finally:
             self._sleeping = False
         if channel is not None:
+            if self._missed_at and _monotonic() - self._missed_at <= self.reply_wait:
+                self._wait = min(self._wait * 2, self.reply_wait)  # a longer window would have heard it
+            self._missed_at = 0.0
             self.dispatch(channel, message)
         if batch is None:
             self._drain_one_by_one()

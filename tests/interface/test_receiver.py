@@ -136,6 +136,26 @@ def test_poll_window_shrinks_for_messages_nobody_answers_and_grows_back(layer):
     asyncio.run(main())
 
 
+def test_a_shrunk_poll_window_grows_back_when_answers_come_soon_after_it(layer):
+    async def main() -> None:
+        got: list[int] = []
+        receiver = ReplyReceiver(layer, CHANNEL, lambda channel, message: got.append(message["n"]),
+                                 reply_wait=0.2)
+        task = receiver.start(asyncio.get_running_loop())
+        for window in (0.1, 0.05):  # polled 200 ms, then 100 ms, for nothing
+            await until(lambda: receiver._sleeping)
+            receiver.expect()
+            await until(lambda: not receiver._kicked and receiver._sleeping)
+            assert receiver._wait == pytest.approx(window)
+        assert receiver._wait == pytest.approx(0.05)
+        layer.send(CHANNEL + "1", {"n": 0})  # the answer, ~100 ms after its message: woken, not polled
+        await until(lambda: got == [0])
+        assert receiver._wait == pytest.approx(0.1)  # within reply_wait: the window doubles
+        await stop(task)
+
+    asyncio.run(main())
+
+
 def test_layers_without_receive_batch_only_sleep_and_drain():
     layer = InMemoryChannelLayer(capacity=100)
 
