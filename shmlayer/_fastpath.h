@@ -8,9 +8,11 @@
  *    system calls; when its holder dies the kernel marks it (EOWNERDEAD) and the next
  *    locker takes it over. The dirty word (``lock_owner``) still decides recovery.
  * 2. ``send``/``send_group``/``receive`` for the plain case: the channel (group) exists,
- *    has room, the heap and node table have space, and no message or membership met on
- *    the way has expired. Anything else (creating an entry, a full channel, an expired
- *    message or membership, a dirty word) is decided *before the first store* and
+ *    or for ``send`` can be created without eviction (a normal name, or "x!y" whose "x!"
+ *    entry exists), has room, the heap and node table have space, and no message or
+ *    membership met on the way has expired. Anything else (creating a prefix entry or
+ *    evicting kept ones, a full channel, an expired message or membership, a dirty word,
+ *    a link out of range) is decided *before the first store* and
  *    answered with SLOW or SWEEP, and the caller redoes the operation in Python. So this
  *    module never needs membership upkeep, recovery or eviction logic, and it makes
  *    exactly the stores the Python code makes, in the same

@@ -109,7 +109,14 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
             goto out;
         if (prefix_len) {
             queue = lookup_chan(s, name, prefix_len, prefix_hash);
-            if (!queue || !can_enqueue(s, queue))
+            if (!queue)
+                goto out;
+            /* enqueue links behind the prefix entry's own tail: it must queue on itself. */
+            if (*U32(s, CH(s, queue) + C_QUEUE) != queue) {
+                s->damaged = 1;
+                goto out;
+            }
+            if (!can_enqueue(s, queue))
                 goto out;
         }
         i = chan_available(s);

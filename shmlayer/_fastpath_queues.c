@@ -23,18 +23,24 @@ uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
 
 /* Reads only: the entry create_chan would take (the free list's head, else the bump
  * index), or 0 when the Python path must create it: the table is full (it frees kept
- * entries first) or the free list's head is not a free entry (damaged: recovery). */
+ * entries first), or the entry is not a free one below the bump index (damaged:
+ * recovery rebuilds the free list). */
 uint32_t chan_available(FastPath *s) {
-    uint32_t i = *U32(s, H_CHAN_FREE);
-    if (i) {
-        if (i >= s->n_channels || (*U32(s, CH(s, i) + C_FLAGS) & 1u)) {
-            s->damaged = 1;
-            return 0;
-        }
-        return i;
-    }
     uint32_t bump = *U32(s, H_CHAN_BUMP);
-    return bump && bump < s->n_channels ? bump : 0;
+    uint32_t i = *U32(s, H_CHAN_FREE);
+    if (!i) {
+        if (!bump || bump >= s->n_channels)
+            return 0;
+        i = bump; /* never used yet: its in-use bit must be clear too */
+    } else if (i >= bump) {
+        s->damaged = 1;
+        return 0;
+    }
+    if (i >= s->n_channels || (*U32(s, CH(s, i) + C_FLAGS) & 1u)) {
+        s->damaged = 1;
+        return 0;
+    }
+    return i;
 }
 
 /* _store.Store._create_chan for entry ``i`` from chan_available(): a normal entry
@@ -188,10 +194,14 @@ static int collect_waiters(FastPath *s, uint32_t bucket, PyObject *wake) {
 }
 
 /* Reads only: can ``_enqueue`` link a node on entry ``i``'s queue without meeting a
- * bad link? (Node availability is checked separately, for all copies at once.) */
+ * bad link? (Node availability is checked separately, for all copies at once.) A bad
+ * queue index or tail is damage: recovery re-derives both before Python redoes it. */
 int can_enqueue(FastPath *s, uint32_t i) {
     uint32_t q = *U32(s, CH(s, i) + C_QUEUE);
-    return q && q < s->n_channels && *U32(s, CH(s, q) + C_TAIL) < s->n_nodes;
+    if (q && q < s->n_channels && *U32(s, CH(s, q) + C_TAIL) < s->n_nodes)
+        return 1;
+    s->damaged = 1;
+    return 0;
 }
 
 /* Reads only: ``needed`` nodes can be taken from the free list and the bump index. */

@@ -34,6 +34,36 @@ _CASES = {
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
 """,
+    # The C send creating "p!b" queues it on the "p!" entry, so that entry's own tail is
+    # what it links behind: a "p!" whose queue field points elsewhere must not let a wild
+    # tail through (it used to check the other entry's tail and then write at p!'s).
+    "prefix entry queuing elsewhere with a wild tail": """
+    layer.send("p!a", {"n": 0})
+    layer.send("c", {"n": 1})
+    store = layer._current()
+    p = store.lookup_chan(b"p!", name_hash(b"p!"))
+    e = (g.chan_off + p * L.CHAN_SIZE) >> 2
+    u32[e + (L.C["queue"] >> 2)] = store.lookup_chan(*C)
+    u32[e + (L.C["tail"] >> 2)] = 0x7FFFFFF0
+    layer.send("p!b", {"n": 2})
+    assert [layer.receive(["p!"]) for _ in range(2)] == [("p!a", {"n": 0}), ("p!b", {"n": 2})]
+    assert layer.receive(["c"]) == ("c", {"n": 1})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
+    # The C send takes a new entry from the channel free list: an entry in use there is
+    # never taken (it would be overwritten under its own chain).
+    "channel free-list head in use": """
+    layer.send("c", {"n": 0})
+    layer.send("r?1", {})
+    assert layer.receive(["r?1"]) == ("r?1", {})  # its entry goes on the free list
+    u32[L.H["chan_free"] >> 2] = layer._current().lookup_chan(*C)
+    layer.send("new", {"n": 1})
+    assert layer.receive(["c"]) == ("c", {"n": 0})
+    assert layer.receive(["new"]) == ("new", {"n": 1})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
     # A queued block whose header claims order 56: freeing it must not push it onto
     # heap_free[56], which is the mutex.
     "queued block with an impossible order": """
