@@ -21,8 +21,9 @@ Theory of operation
   primary structures (hash chains and queue links), which every operation updates with a
   single final store ("link last"), so at most the in-flight message is lost.
 * **Two implementations, one set of stores.** ``_store``/``_heap``/``_slots`` (Python) do
-  every operation; ``_fastpath.c`` does the common case of ``send``, ``send_group`` and
-  ``receive`` (entries exist, room, no expired message or membership on the way), arming
+  every operation; the C extension ``_fastpath`` (``_fastpath*.c``) does the common case of
+  ``send``, ``send_group`` and ``receive`` (entries exist or ``send`` can create one
+  without eviction, room, no expired message or membership on the way), arming
   and disarming waiters, with the same stores in the same order, and hands anything else
   back to Python before its first store.
 * **Zero is empty.** Index 0 of every table and heap offset 0 are never used, so 0 is the

@@ -1,4 +1,4 @@
-"""The C fast path (``_fastpath.c``) against the Python reference path and the layout table."""
+"""The C fast path (``shmlayer._fastpath``, ``_fastpath*.c``) against the Python reference path and the layout table."""
 
 from __future__ import annotations
 
