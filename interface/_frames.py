@@ -142,10 +142,21 @@ class Deflate(PerMessageDeflate):
         return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
     def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
-        """wsproto's hook; nothing to do at the end of a control frame."""
+        """wsproto's hook; nothing to do at the end of a control frame; a fresh
+        decompressor after a message that ended the client's deflate stream."""
         if self._in_control:
             return None
-        return super().frame_inbound_complete(proto, fin)
+        result = super().frame_inbound_complete(proto, fin)
+        self._after_message()
+        return result
+
+    def _after_message(self) -> None:
+        # A final block (BFINAL=1) ends a deflate stream: the client may flush that way
+        # (RFC 7692 §7.2.3.3), and its next message then starts a new stream, which the
+        # finished decompressor would turn into nothing at all.
+        decompressor = self._decompressor
+        if decompressor is not None and decompressor.eof:
+            self._decompressor = None
 
     def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
         """wsproto's hook, inflating at most ``inbound_limit + 1`` bytes (a bomb closes 1009)."""
@@ -185,6 +196,8 @@ class Deflate(PerMessageDeflate):
             return None
         if self.client_no_context_takeover:
             self._decompressor = None
+        else:
+            self._after_message()
         return data
 
     def deflate_message(self, data: bytes) -> bytes:

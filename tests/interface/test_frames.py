@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+import zlib
 from typing import Any
 
 import h11
@@ -221,6 +222,24 @@ def test_a_ping_between_compressed_fragments_leaves_the_message_intact():
     assert received(core) == ["hello " * 20 + "world " * 20, "next"]
     assert not getattr(core, "test_disconnects", [])
     assert [e.payload for e in client_events(client, core.pop_data()) if isinstance(e, Pong)] == [b"p"]
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["fast-path", "wsproto-path"])
+def test_a_message_ending_the_deflate_stream_leaves_the_next_one_readable(fragmented):
+    # A client may end a message with a final deflate block (BFINAL=1) instead of an empty
+    # stored block; its next message is then a new deflate stream.
+    core, client = pair(True)
+    finished = zlib.compressobj(wbits=-15)
+    first = finished.compress(b"first message") + finished.flush(zlib.Z_FINISH)
+    if fragmented:
+        wire = masked_frame(0x41, first[:4]) + masked_frame(0x80, first[4:])  # text start + last continuation
+    else:
+        wire = masked_frame(0xC1, first)
+    fresh = zlib.compressobj(wbits=-15)
+    second = fresh.compress(b"second") + fresh.flush(zlib.Z_SYNC_FLUSH)
+    core.receive_data(wire + masked_frame(0xC1, second[:-4]))
+    assert received(core) == ["first message", "second"]
+    assert not getattr(core, "test_disconnects", [])
 
 
 def test_a_changed_wsproto_deflate_fails_at_import_with_a_clear_error():
