@@ -170,7 +170,7 @@ typedef struct {
             --(s)->crash_hits <= 0)       \
             kill(getpid(), SIGKILL);      \
     } while (0)
-#define N_CRASH_POINTS 10
+#define N_CRASH_POINTS 12
 
 /* ------------------------------------------------------------------ raw access */
 

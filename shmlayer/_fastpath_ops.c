@@ -132,8 +132,10 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
 
     /* Stores, in _store.Store.send's order: the entry (chan_for), the payload, the node. */
     if (fresh) {
-        if (queue)
+        if (queue) {
             *U32(s, CH(s, queue) + C_REFS) = *U32(s, CH(s, queue) + C_REFS) + 1; /* pin the prefix first */
+            CRASH_POINT(s, 11); /* refs is derived: recovery recounts it */
+        }
         create_chan(s, i, name, nlen, h, queue, (uint32_t)cap);
     }
     heap_take(s, block, k, order, dlen);

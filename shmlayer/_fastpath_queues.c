@@ -52,6 +52,7 @@ void create_chan(FastPath *s, uint32_t i, const char *name, Py_ssize_t n, uint32
         *U32(s, H_CHAN_FREE) = *U32(s, e + C_HNEXT);
     else
         *U32(s, H_CHAN_BUMP) = i + 1;
+    CRASH_POINT(s, 12); /* taken, not yet reachable: recovery gives it back */
     uint32_t gen = *U32(s, e + C_GEN) + 1u;
     for (uint32_t w = 0; w < C_NAME; w += 4)
         *U32(s, e + w) = 0;

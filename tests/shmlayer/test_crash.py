@@ -189,7 +189,9 @@ def _die_in_fast_path(name: str, point: int) -> None:
     layer.receive(["q1"])  # points 5-7
     layer.send("p!x", {})  # a one-shot reply channel: the Python path creates its "p!" entry...
     layer.receive(["p!"])  # ...the C path frees "p!x" once emptied: points 8-9
-    layer.send("p!y", {})  # the C path creates an entry under the kept "p!": point 10
+    # The C path creates an entry under the kept "p!": it pins "p!" (11), pops the free
+    # list (12: the entry "p!x" gave back) and links the new entry last (10).
+    layer.send("p!y", {})
 
 
 @pytest.mark.parametrize("point", range(1, LAYOUT["CRASH_POINTS"] + 1))
@@ -197,7 +199,7 @@ def test_crash_inside_the_c_fast_path(make_layer: Make, point: int) -> None:
     layer = make_layer()
     for n in range(3):
         layer.send("q1", {"keep": n})
-    layer.receive(["p!"])  # the p! entry exists, as in an interface process
+    layer.receive(["p!"])  # nothing there yet: the child's "p!x" makes the "p!" entry
     proc = ctx.Process(target=_die_in_fast_path, args=(layer.segment_name, point), daemon=True)
     proc.start()
     proc.join(10)
