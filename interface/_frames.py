@@ -147,7 +147,10 @@ class Deflate(PerMessageDeflate):
         if self._in_control:
             return None
         result = super().frame_inbound_complete(proto, fin)
-        self._after_message()
+        if fin:
+            # Only between messages: wsproto makes a decompressor at a message's first
+            # frame, so one dropped after a fragment left the next fragment without any.
+            self._after_message()
         return result
 
     def _after_message(self) -> None:

@@ -224,17 +224,19 @@ def test_a_ping_between_compressed_fragments_leaves_the_message_intact():
     assert [e.payload for e in client_events(client, core.pop_data()) if isinstance(e, Pong)] == [b"p"]
 
 
-@pytest.mark.parametrize("fragmented", [False, True], ids=["fast-path", "wsproto-path"])
-def test_a_message_ending_the_deflate_stream_leaves_the_next_one_readable(fragmented):
+@pytest.mark.parametrize("split", [None, 4, len], ids=["fast-path", "wsproto-path", "ends-in-first-fragment"])
+def test_a_message_ending_the_deflate_stream_leaves_the_next_one_readable(split):
     # A client may end a message with a final deflate block (BFINAL=1) instead of an empty
-    # stored block; its next message is then a new deflate stream.
+    # stored block; its next message is then a new deflate stream. The stream may end in
+    # a fragment before the message does (here: an empty last continuation follows).
     core, client = pair(True)
     finished = zlib.compressobj(wbits=-15)
     first = finished.compress(b"first message") + finished.flush(zlib.Z_FINISH)
-    if fragmented:
-        wire = masked_frame(0x41, first[:4]) + masked_frame(0x80, first[4:])  # text start + last continuation
-    else:
+    if split is None:
         wire = masked_frame(0xC1, first)
+    else:
+        at = split(first) if callable(split) else split
+        wire = masked_frame(0x41, first[:at]) + masked_frame(0x80, first[at:])  # text start + last continuation
     fresh = zlib.compressobj(wbits=-15)
     second = fresh.compress(b"second") + fresh.flush(zlib.Z_SYNC_FLUSH)
     core.receive_data(wire + masked_frame(0xC1, second[:-4]))
