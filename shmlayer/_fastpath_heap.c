@@ -34,13 +34,16 @@ uint32_t order_for(Py_ssize_t nbytes) {
 }
 
 /* The free block ``heap_alloc`` would split, or 0 (the Python path then coalesces or
- * sweeps). Reads only. */
+ * sweeps). Reads only. A head outside the heap is damage: recovery rebuilds the free
+ * lists before the Python path would follow it. */
 uint32_t heap_find(FastPath *s, uint32_t order, uint32_t *found_order) {
     for (uint32_t k = order; k <= s->heap_max_order && k < 32; k++) {
         uint32_t block = *U32(s, free_head(k));
         if (block) {
-            if (block < s->heap_off || (uint64_t)block + (1ull << k) > (uint64_t)s->heap_off + s->heap_size)
+            if (block < s->heap_off || (uint64_t)block + (1ull << k) > (uint64_t)s->heap_off + s->heap_size) {
+                s->damaged = 1;
                 return 0;
+            }
             *found_order = k;
             return block;
         }

@@ -64,6 +64,18 @@ _CASES = {
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
 """,
+    # A heap free-list head outside the heap: the C send does not take it, and the Python
+    # redo must not follow it either (it raised IndexError): recovery rebuilds the lists.
+    "heap free-list head out of range": """
+    layer.send("c", {"n": 0})
+    free_w = L.H["heap_free"] >> 2
+    order = next(k for k in range(L.MIN_ORDER, 32) if u32[free_w + k])
+    u32[free_w + order] = 0x7FFFFFC0
+    layer.send("c", {"n": 1})
+    assert [layer.receive(["c"]) for _ in range(2)] == [("c", {"n": 0}), ("c", {"n": 1})]
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
     # A queued block whose header claims order 56: freeing it must not push it onto
     # heap_free[56], which is the mutex.
     "queued block with an impossible order": """
