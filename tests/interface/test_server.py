@@ -23,6 +23,7 @@ from websockets.sync.client import connect as ws_connect
 
 from channels.layers.inmemory import InMemoryChannelLayer
 from interface import InterfaceServer, Options
+from interface._options import BODY_CHUNK_SIZE
 
 from .echo_app import EchoConsumer
 from .helpers import parse_responses
@@ -83,17 +84,22 @@ def raw(port: int, data: bytes, timeout: float = 5.0, shut: bool = False) -> byt
         sock.sendall(data)
         if shut:
             sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return raw_until_closed(sock, timeout)
+
+
+def raw_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until the server closes ``sock`` (or timeout)."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> None:
@@ -156,6 +162,30 @@ def test_upload_backpressure_with_a_one_message_body_channel(serve):
     length, digest, chunks = conn.getresponse().read().decode().split()
     conn.close()
     assert (int(length), digest, int(chunks)) == (len(payload), hashlib.sha256(payload).hexdigest(), 6)
+
+
+def test_a_closed_marker_meeting_a_full_body_channel_is_dropped_alone(serve):
+    # Body channels hold one chunk and nobody reads them. The client goes quiet mid-upload
+    # while a chunk waits for room: the idle timeout answers 408 and queues the body
+    # channel's closed marker and http.disconnect (both DROP) behind the waiting chunk.
+    # Once the application takes a chunk, the waiting one goes in, the marker meets a
+    # full channel and is dropped alone: the http.disconnect still arrives, after the body.
+    layer = InMemoryChannelLayer(channel_capacity={"http.request.body*": 1})
+    running, _ = serve(Options(http_idle_timeout=0.5), layer=layer, consumer=False)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(b"POST /silent HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * BODY_CHUNK_SIZE))
+        # The request's own chunk, one in the body channel, one waiting for room.
+        sock.sendall(b"x" * (3 * BODY_CHUNK_SIZE + 10))
+        assert raw_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+    channel, request = layer.receive(["http.request"])
+    assert channel == "http.request" and request["path"] == "/silent"
+    assert layer.receive(["http.disconnect"]) == (None, None)  # never ahead of the body
+    body = request["body_channel"]
+    assert layer.receive([body])[1] == {"content": b"x" * BODY_CHUNK_SIZE, "closed": False, "more_content": True}
+    wait_until(lambda: layer.channel_statistics("http.disconnect")["messages_pending"] == 1)
+    assert layer.receive(["http.disconnect"])[1] == {"reply_channel": request["reply_channel"], "path": "/silent"}
+    assert layer.receive([body])[1] == {"content": b"x" * BODY_CHUNK_SIZE, "closed": False, "more_content": True}
+    assert layer.receive([body]) == (None, None)  # the closed marker met a full channel
 
 
 def test_chunked_upload_with_expect_continue(serve):
