@@ -233,7 +233,7 @@ FP_INTERNAL void heap_free(FastPath *s, uint32_t block);
 FP_INTERNAL void heap_decref(FastPath *s, uint32_t block);
 
 /* _fastpath_queues.c */
-FP_INTERNAL uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h);
+FP_INTERNAL uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h, int locked);
 FP_INTERNAL void free_chan_if_unused(FastPath *s, uint32_t i);
 FP_INTERNAL uint32_t chan_available(FastPath *s);
 FP_INTERNAL void create_chan(FastPath *s, uint32_t i, const char *name, Py_ssize_t n, uint32_t h, uint32_t queue,

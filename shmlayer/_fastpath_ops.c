@@ -93,7 +93,7 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         result = R_SWEEP;
         goto out;
     }
-    uint32_t i = lookup_chan(s, name, nlen, h);
+    uint32_t i = lookup_chan(s, name, nlen, h, 1);
     uint32_t queue = 0; /* for a new local entry: the prefix entry it queues on */
     int fresh = !i;
     if (!fresh) {
@@ -108,7 +108,7 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         if (cap < 1 || cap > (long)UINT32_MAX || prefix_len < 0 || prefix_len >= nlen || nlen > C_NAME_SIZE)
             goto out;
         if (prefix_len) {
-            queue = lookup_chan(s, name, prefix_len, prefix_hash);
+            queue = lookup_chan(s, name, prefix_len, prefix_hash, 1);
             if (!queue)
                 goto out;
             /* enqueue links behind the prefix entry's own tail: it must queue on itself. */
@@ -242,7 +242,7 @@ static PyObject *receive_locked(FastPath *s, PyObject *targets, Py_ssize_t count
         PyObject *t = PyTuple_GET_ITEM(targets, (start + k) % count);
         PyObject *name = PyTuple_GET_ITEM(t, 0);
         uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(t, 1));
-        uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h);
+        uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h, 1);
         if (!q)
             continue;
         uint64_t eq = CH(s, q);
@@ -392,7 +392,7 @@ PyObject *fp_pending(FastPath *s, PyObject *targets) {
         }
         PyObject *name = PyTuple_GET_ITEM(t, 0);
         uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(t, 1));
-        uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h);
+        uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h, 0);
         if (q && *U32(s, CH(s, q) + C_HEAD))
             Py_RETURN_TRUE;
     }

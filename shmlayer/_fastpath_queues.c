@@ -4,14 +4,19 @@
 
 /* ------------------------------------------------------------------- channels */
 
-uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
-    if (n > 256) /* the name field's size: no entry can hold it */
+/* The in-use entry called ``name`` (hash ``h``), or 0. A chain that leaves the table
+ * or never ends hides what lies past it: a miss there is no answer (send would create
+ * the entry), so with ``locked`` it is damage and recovery cuts the chain first. The
+ * lock-free pending() passes 0: its reads may be stale and it must not mark anything. */
+uint32_t lookup_chan(FastPath *s, const char *name, Py_ssize_t n, uint32_t h, int locked) {
+    if (n > C_NAME_SIZE) /* no entry can hold it */
         return 0;
     uint32_t i = *U32(s, s->chan_bucket_off + 4ull * (h & s->cmask));
-    uint32_t guard = s->n_channels;
-    while (i && guard--) {
-        if (i >= s->n_channels)
+    for (uint32_t guard = s->n_channels; i; guard--) {
+        if (!guard || i >= s->n_channels) {
+            s->damaged |= locked;
             return 0;
+        }
         uint64_t e = CH(s, i);
         if (*U32(s, e + C_HASH) == h && *U32(s, e + C_NLEN) == (uint32_t)n &&
             memcmp((const void *)(s->base + e + C_NAME), name, (size_t)n) == 0)
@@ -276,13 +281,16 @@ int queue_has_expired(FastPath *s, uint32_t i, double now) {
     return 0;
 }
 
+/* As lookup_chan (under the lock): a broken chain is damage, not "no such group". */
 uint32_t lookup_group(FastPath *s, const char *name, Py_ssize_t n, uint32_t h) {
     if (n > 256)
         return 0;
     uint32_t g = *U32(s, s->group_bucket_off + 4ull * (h & s->gmask));
-    for (uint32_t guard = s->n_groups; g && guard; guard--) {
-        if (g >= s->n_groups)
+    for (uint32_t guard = s->n_groups; g; guard--) {
+        if (!guard || g >= s->n_groups) {
+            s->damaged = 1;
             return 0;
+        }
         uint64_t e = (uint64_t)s->group_off + (uint64_t)g * GROUP_SIZE;
         if (*U32(s, e + G_HASH) == h && *U32(s, e + G_NLEN) == (uint32_t)n &&
             memcmp((const void *)(s->base + e + G_NAME), name, (size_t)n) == 0)

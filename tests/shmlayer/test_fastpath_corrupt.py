@@ -76,6 +76,33 @@ _CASES = {
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
 """,
+    # A hash chain that runs out of range before the name: the C send now creates the
+    # entries it misses, so a miss on a broken chain must not count as "no such channel".
+    "channel chain out of range before the name": """
+    layer.send("c", {"n": 0})
+    mask = g.n_chan_buckets - 1
+    other = next(n for n in (b"d%d" % k for k in range(1 << 16)) if name_hash(n) & mask == C[1] & mask)
+    c = layer._current().lookup_chan(*C)
+    u32[(g.chan_off + c * L.CHAN_SIZE + L.C["hnext"]) >> 2] = 0x7FFFFFF0
+    layer.send(other.decode(), {"n": 1})
+    assert layer.receive([other.decode()]) == (other.decode(), {"n": 1})
+    assert layer.receive(["c"]) == ("c", {"n": 0})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
+    # The same for a group: a miss there used to answer "no such group, nothing to do".
+    "group chain out of range before the name": """
+    mask = g.n_group_buckets - 1
+    h = name_hash(b"room") & mask
+    other = next(n for n in (b"g%d" % k for k in range(1 << 16)) if name_hash(n) & mask == h)
+    layer.group_add("room", "c")
+    layer.group_add(other.decode(), "c")  # the newer group heads the chain
+    newer = u32[(g.group_bucket_off >> 2) + h]
+    u32[(g.group_off + newer * L.GROUP_SIZE + L.G["hnext"]) >> 2] = 0x7FFFFFF0
+    layer.send_group("room", {"n": 0})  # "room" lies past the cut: lost with it
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
     # A queued block whose header claims order 56: freeing it must not push it onto
     # heap_free[56], which is the mutex.
     "queued block with an impossible order": """
