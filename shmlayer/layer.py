@@ -28,7 +28,7 @@ from . import _layout as L
 from ._fastpath import LAYOUT
 from ._recovery import pid_alive, recover
 from ._segment import LayoutVersionMismatch, Segment, SegmentError, default_segment_name, validate_segment_name
-from ._fields import FULL, NOSPACE, name_hash
+from ._fields import FULL, NOSPACE, kind_of, name_hash
 from ._store import Store
 from ._waiters import Waiter, WakeSender
 from .contract import (
@@ -265,8 +265,11 @@ class ShmChannelLayer(BaseChannelLayer):
         if target is None:
             validate_channel_name(channel)
             name = channel.encode("ascii")
-            bang = name.find(b"!")
-            prefix_len = 0 if bang < 0 else (-1 if bang == len(name) - 1 else bang + 1)
+            kind = kind_of(name)
+            if kind == L.KIND_LOCAL:
+                prefix_len = name.index(b"!") + 1
+            else:  # -1: the C send leaves a prefix entry ("x!") to Python
+                prefix_len = -1 if kind == L.KIND_PREFIX else 0
             target = _SendTarget(name, name_hash(name), self.get_capacity(channel), prefix_len,
                                  name_hash(name[:prefix_len]) if prefix_len > 0 else 0)
             if len(self._send_names) > 10000:
