@@ -24,7 +24,7 @@ class OnFull(Enum):
     #: Hold this and every later send of the connection, retry until ``retry_for``
     #: seconds passed, then call ``core.send_refused(send)``.
     RETRY = "retry"
-    #: Drop the message silently (disconnect notifications).
+    #: Drop the message, for any refusal (disconnect notifications): logged at debug.
     DROP = "drop"
 
 
@@ -34,7 +34,8 @@ class Refusal(Enum):
     #: ChannelFull after the OnFull policy, or a layer that cannot be reached: the
     #: client is told to come back later (503, close 1013).
     FULL = "full"
-    #: MessageTooLarge: only huge headers or a message over the layer's limit (431, 1009).
+    #: MessageTooLarge: huge request headers (431), a WebSocket message over the layer's
+    #: limit (close 1009), a body chunk the layer cannot hold (500).
     TOO_LARGE = "too large"
     #: Anything else, a bug or a message the layer cannot encode: logged with its
     #: traceback; the client gets an internal error (500, close 1011).

@@ -237,6 +237,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._refuse(send, refusal)
 
     def _refuse(self, send: LayerSend, refusal: Refusal) -> None:
+        # DROP (the disconnect notices) drops whatever the refusal; the rest go to the core.
         if send.on_full is OnFull.DROP:
             log.debug("dropping %s message (%s)", send.channel, refusal.value)
         else:
@@ -279,22 +280,17 @@ class _Connection(asyncio.BufferedProtocol):
         while self._pending:
             head = self._pending[0]
             refusal = self._try_send(head, retrying=True)
-            if refusal is Refusal.FULL and head.on_full is OnFull.RETRY:
-                if time.monotonic() - self._pending_since < head.retry_for:
-                    self._schedule_retry(min(delay * 2, 0.1))
-                    return
-                self._pending.clear()
-                self.core.send_refused(head, refusal)
-                break
+            if (refusal is Refusal.FULL and head.on_full is OnFull.RETRY
+                    and time.monotonic() - self._pending_since < head.retry_for):
+                self._schedule_retry(min(delay * 2, 0.1))
+                return
             self._pending.popleft()
             self._pending_since = time.monotonic()
-            if refusal is not None and head.on_full is not OnFull.DROP:
-                # What queued behind a refused message must not reach the application without it.
-                self._pending.clear()
-                self.core.send_refused(head, refusal)
-                break
             if refusal is not None:
-                log.debug("dropping %s message (%s)", head.channel, refusal.value)
+                if head.on_full is not OnFull.DROP:
+                    # What queued behind a refused message must not reach the application without it.
+                    self._pending.clear()
+                self._refuse(head, refusal)
         self.pump()
 
     # -- flow control and timers --------------------------------------------------------------------
