@@ -321,9 +321,33 @@ def test_shutdown_during_handshake_rejects_503():
     assert core.pop_data().startswith(b"HTTP/1.1 503 ")
 
 
-def test_replies_after_close_are_dropped():
+# Replies once open. The core takes a lone {"text": str} or {"bytes": bytes} without the
+# full check: every other reply, one-key ones of another type included, goes through it.
+@pytest.mark.parametrize("reply, sent", [
+    ({"text": "é"}, ["é"]),
+    ({"bytes": b"\x00"}, [b"\x00"]),
+    ({"bytes": bytearray(b"ba")}, [b"ba"]),
+    ({"text": "a", "bytes": None}, ["a"]),
+    ({"text": b"not str"}, []),
+    ({"bytes": "not bytes"}, []),
+    ({"text": None}, []),
+    ({"accept": True}, []),
+])
+def test_open_replies_send_their_data_or_nothing(reply, sent):
     core, _, client = opened()
-    core.receive_data(b"")
+    core.handle_reply("7", reply)
+    assert [e.data for e in frames(client, core.pop_data())] == sent
+    assert core.state is WSState.OPEN
+
+
+@pytest.mark.parametrize("closing", ["peer-gone", "our-close"])
+def test_replies_after_close_are_dropped(closing):
+    core, _, client = opened()
+    if closing == "peer-gone":
+        core.receive_data(b"")
+    else:
+        core.handle_reply("7", {"close": 4000})
+        core.pop_data()
     sends_of(core)
     core.handle_reply("7", {"text": "late"})
     assert core.pop_data() == b""
