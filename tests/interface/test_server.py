@@ -171,7 +171,7 @@ def test_a_closed_marker_meeting_a_full_body_channel_is_dropped_alone(serve):
     # Once the application takes a chunk, the waiting one goes in, the marker meets a
     # full channel and is dropped alone: the http.disconnect still arrives, after the body.
     layer = InMemoryChannelLayer(channel_capacity={"http.request.body*": 1})
-    running, _ = serve(Options(http_idle_timeout=0.5), layer=layer, consumer=False)
+    running, _ = serve(Options(http_idle_timeout=1.0), layer=layer, consumer=False)
     with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
         sock.sendall(b"POST /silent HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * BODY_CHUNK_SIZE))
         # The request's own chunk, one in the body channel, one waiting for room.
