@@ -210,8 +210,9 @@ class HTTPConnection(ConnectionCore[HTTPState]):
 
         Args:
             send: the refused send.
-            refusal: FULL → 503; TOO_LARGE → 431 for the request (only its headers can
-                make it that big), 500 for a body chunk; FAILED → 500.
+            refusal: FULL → 503; TOO_LARGE → 413 for a request with a body (it carries
+                up to 512 KiB of it), 431 for one without (its headers did it), 500 for a
+                body chunk; FAILED → 500.
         """
         if self._life.state is HTTPState.CLOSED:
             return
@@ -220,8 +221,10 @@ class HTTPConnection(ConnectionCore[HTTPState]):
             log.error("%s message for %s %s could not be sent: 500", send.channel, self._method, self._path)
             self._fail(500, b"Internal Server Error", notify=not request)
         elif refusal is Refusal.TOO_LARGE:
-            log.warning("http.request too large for the layer: 431 for %s %s", self._method, self._path)
-            self._fail(431, b"Request Header Fields Too Large", notify=False)
+            status, reason = ((413, b"Request Entity Too Large") if send.message.get("body")
+                              else (431, b"Request Header Fields Too Large"))
+            log.warning("http.request too large for the layer: %d for %s %s", status, self._method, self._path)
+            self._fail(status, reason, notify=False)
         elif request:
             log.warning("http.request channel full: 503 for %s %s", self._method, self._path)
             self._fail(503, b"Request queue full.", notify=False)
@@ -432,7 +435,8 @@ class HTTPConnection(ConnectionCore[HTTPState]):
             self._fail(500, b"Internal Server Error", notify=True)
             return
         if self._life.state is HTTPState.STREAMING:
-            self._effects.append(LayerSend(self._body_channel or "", _asgi1.body_closed(), OnFull.DROP))
+            assert self._body_channel is not None  # streaming means the body has a channel
+            self._effects.append(LayerSend(self._body_channel, _asgi1.body_closed(), OnFull.DROP))
         self._life.fire("respond")
         self._status = reply.status
         self._no_body = no_body

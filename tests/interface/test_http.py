@@ -228,10 +228,15 @@ def test_malformed_and_oversized_requests_get_an_error_status_and_close(raw, sta
     assert not [s for s in sends_of(core) if s.channel == "http.request"]
 
 
-@pytest.mark.parametrize("refusal, status", [(Refusal.FULL, 503), (Refusal.TOO_LARGE, 431), (Refusal.FAILED, 500)])
-def test_refused_http_request_answers_without_disconnect(refusal, status):
+@pytest.mark.parametrize("refusal, body, status", [
+    (Refusal.FULL, b"", 503),
+    (Refusal.TOO_LARGE, b"", 431),  # only the headers can have made it too large
+    (Refusal.TOO_LARGE, b"x" * 1000, 413),  # the message carries the body too
+    (Refusal.FAILED, b"", 500),
+])
+def test_refused_http_request_answers_without_disconnect(refusal, body, status):
     core, _ = http_core()
-    core.receive_data(request())
+    core.receive_data(request("POST" if body else "GET", body=body))
     (send,) = sends_of(core)
     core.send_refused(send, refusal)
     assert parse_responses(core.pop_data())[0][0] == status
