@@ -22,8 +22,11 @@ three ways of waiting, cheapest wake-up first:
   one-way stream of messages the application does not answer soon stops keeping the
   loop awake, and a window that shrank grows back once answers are quick again;
 - **sleeping**: otherwise ``layer.receive_async`` sleeps on the layer's waiter socket.
-  A connection that sends while the task sleeps *kicks* it (cancels that wait, which
-  the layer allows at any time without losing a message) so that polling starts.
+  A connection that sends while the task sleeps *kicks* it (cancels that wait) so that
+  polling starts. Kicks happen only on layers with ``receive_batch`` (the shm layer),
+  whose ``receive_async`` takes a message only between its awaits and returns it
+  without awaiting again, so a cancelled wait never loses one (a property of that
+  layer, tested in tests/interface/test_receiver.py, not of the layer contract).
 
 Every poll goes through the event loop (``sleep(0)`` runs every ready callback and a
 zero-timeout ``epoll``), so no connection waits for the receiver, and a poll that found
