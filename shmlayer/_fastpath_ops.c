@@ -181,13 +181,19 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     uint32_t needed = 0;
     uint32_t m = *U32(s, ge + G_MHEAD);
     for (uint32_t guard = s->n_members; m; guard--) {
-        if (!guard || m >= s->n_members)
+        if (!guard || m >= s->n_members) {
+            s->damaged = 1; /* as every bad link here: recovery rebuilds the lists first */
             goto out;
+        }
         uint64_t mw = (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE;
         if (*F64(s, mw + M_STAMP) + group_expiry <= now)
             goto out; /* an expired membership: the Python path drops it */
         uint32_t c = *U32(s, mw + M_CHAN);
-        if (!c || c >= s->n_channels || !can_enqueue(s, c))
+        if (!c || c >= s->n_channels) {
+            s->damaged = 1;
+            goto out;
+        }
+        if (!can_enqueue(s, c))
             goto out;
         uint64_t e = CH(s, c);
         if (*U32(s, e + C_NCOUNT) < *U32(s, e + C_CAP))

@@ -103,6 +103,17 @@ _CASES = {
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
 """,
+    # A membership naming a channel outside the table: damage (recovery drops it), not a
+    # plain hand-back that the Python send_group then followed (IndexError to the caller).
+    "membership channel out of range": """
+    layer.group_add("room", "c")
+    gi = layer._current().lookup_group(b"room", name_hash(b"room"))
+    m = u32[(g.group_off + gi * L.GROUP_SIZE + L.G["mhead"]) >> 2]
+    u32[(g.member_off + m * L.MEMBER_SIZE + L.M["chan"]) >> 2] = 0x7FFFFFF0
+    layer.send_group("room", {"n": 0})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
     # A queued block whose header claims order 56: freeing it must not push it onto
     # heap_free[56], which is the mutex.
     "queued block with an impossible order": """
