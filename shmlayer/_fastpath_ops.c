@@ -255,8 +255,10 @@ static PyObject *receive_locked(FastPath *s, PyObject *targets, Py_ssize_t count
         uint32_t node = *U32(s, eq + C_HEAD);
         if (!node)
             continue;
-        if (node >= s->n_nodes)
+        if (node >= s->n_nodes) {
+            s->damaged = 1; /* recovery cuts the queue here before the Python path runs */
             goto out;
+        }
         uint64_t nw = ND(s, node);
         if (*F64(s, nw + N_EXPIRES) <= now) {
             code = R_SWEEP; /* Python drops it, counts it, and takes the channel out of its groups */
@@ -265,8 +267,10 @@ static PyObject *receive_locked(FastPath *s, PyObject *targets, Py_ssize_t count
         uint32_t chan = *U32(s, nw + N_CHAN);
         uint32_t block = *U32(s, nw + N_PAYLOAD);
         if (!chan || chan >= s->n_channels || block < s->heap_off ||
-            (uint64_t)block + BLOCK_SIZE > (uint64_t)s->heap_off + s->heap_size)
+            (uint64_t)block + BLOCK_SIZE > (uint64_t)s->heap_off + s->heap_size) {
+            s->damaged = 1;
             goto out;
+        }
         uint32_t length = *U32(s, block + B_LENGTH);
         uint32_t tag = *U32(s, block + B_TAG), border = tag & 0xFFu;
         /* As _heap.Heap.valid_block: heap_free must never push a block with a wild order. */

@@ -114,6 +114,30 @@ _CASES = {
     assert layer.stats()["global"]["recoveries"] == 1
     assert layer.verify() == []
 """,
+    # A queue head outside the node table: the C receive hands the segment to recovery
+    # (the queue is cut there) instead of to a Python receive that followed it.
+    "queue head out of range": """
+    layer.send("c", {"n": 0})
+    q = layer._current().lookup_chan(*C)
+    u32[(g.chan_off + q * L.CHAN_SIZE + L.C["head"]) >> 2] = 0x7FFFFFF0
+    assert layer.receive(["c"]) == (None, None)  # the cut queue lost its message
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
+    # Recovery itself meets a membership link out of range: it cuts the chain there (it
+    # used to read the membership's fields first and die with IndexError, every time).
+    "membership chain out of range at recovery": """
+    layer.group_add("room", "c")
+    buckets = g.member_bucket_off >> 2
+    b = next(b for b in range(g.n_member_buckets) if u32[buckets + b])
+    u32[buckets + b] = 0x7FFFFFF0
+    u32[L.H["lock_owner"] >> 2] = 1  # a holder died: the next locker recovers
+    layer.send("c", {"n": 0})
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.group_channels("room") == []  # its membership was past the cut
+    assert layer.receive(["c"]) == ("c", {"n": 0})
+    assert layer.verify() == []
+""",
     # A queued block whose header claims order 56: freeing it must not push it onto
     # heap_free[56], which is the mutex.
     "queued block with an impossible order": """
