@@ -94,6 +94,8 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         goto out;
     }
     uint32_t i = lookup_chan(s, name, nlen, h, 1);
+    if (s->damaged)
+        goto out; /* a broken chain: no store on top of it, recovery first */
     uint32_t queue = 0; /* for a new local entry: the prefix entry it queues on */
     int fresh = !i;
     if (!fresh) {
@@ -173,7 +175,8 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         goto out; /* the Python path sweeps first anyway */
     uint32_t g = lookup_group(s, a.name, a.nlen, h);
     if (!g) {
-        result = 0; /* no such group: nothing to do (as the Python path) */
+        if (!s->damaged)
+            result = 0; /* no such group: nothing to do (as the Python path) */
         goto out;
     }
     uint64_t ge = (uint64_t)s->group_off + (uint64_t)g * GROUP_SIZE;
@@ -249,6 +252,8 @@ static PyObject *receive_locked(FastPath *s, PyObject *targets, Py_ssize_t count
         PyObject *name = PyTuple_GET_ITEM(t, 0);
         uint32_t h = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(t, 1));
         uint32_t q = lookup_chan(s, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), h, 1);
+        if (s->damaged)
+            goto out; /* a broken chain is no "empty": the Python path after recovery */
         if (!q)
             continue;
         uint64_t eq = CH(s, q);
