@@ -165,9 +165,14 @@ def ws_echo(url: str, clients: int, messages_per_client: int) -> EchoResult:
         sockets = []
         try:
             opened = time.perf_counter()
-            sockets = await asyncio.wait_for(asyncio.gather(
-                *(websockets.connect(url, max_size=2**22, open_timeout=10) for _ in range(clients))), timeout=60)
+            attempts = await asyncio.wait_for(asyncio.gather(
+                *(websockets.connect(url, max_size=2**22, open_timeout=10) for _ in range(clients)),
+                return_exceptions=True), timeout=60)
             connect_ms = (time.perf_counter() - opened) * 1000
+            sockets = [ws for ws in attempts if not isinstance(ws, BaseException)]  # closed below, always
+            failed = [exc for exc in attempts if isinstance(exc, BaseException)]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {clients} WebSocket connects failed: {failed[0]!r}")
             started = time.perf_counter()
             losses = await asyncio.wait_for(
                 asyncio.gather(*(_echo_client(ws, messages_per_client, rtts) for ws in sockets)), timeout=120
