@@ -2,9 +2,10 @@
 
 Both serve the same trivial application: HTTP ``200 ok`` and a WebSocket echo.
 
-- shmchannels: one interface process (``tools/echo_server.py --role interface``) and one
-  consumer process (``--role consumer``: a blocking receive loop, what a worker does minus
-  Django) on one shared-memory layer; every message crosses the layer twice.
+- shmchannels: one interface process (``tools/echo_server.py --role pair``) and the
+  consumer process it starts in its own session, as the master does (a blocking receive
+  loop, what a worker does minus Django), on one shared-memory layer; every message
+  crosses the layer twice.
 - uvicorn: one process, ``--http h11 --ws wsproto --workers 1``, running :func:`app`
   below (an ASGI 3 app answering in-process, no layer at all).
 
@@ -73,15 +74,14 @@ def _ensure_uvicorn() -> None:
 
 @contextlib.contextmanager
 def _shmchannels(port: int) -> Iterator[None]:
-    name = f"benchif{os.getpid()}"
-    echo = [sys.executable, str(ROOT / "tools" / "echo_server.py")]
-    with _load.serve([*echo, "0", "--layer", "shm", "--shm-name", name, "--role", "consumer",
-                         "--max-message-size", "1000000"]):
-        # No wait for the consumer: the interface is ready only once a request went
-        # through the layer and the consumer answered it.
-        with _load.serve([*echo, str(port), "--layer", "shm", "--shm-name", name, "--role", "interface",
-                             "--max-message-size", "1000000"], ready_url=f"http://127.0.0.1:{port}/"):
-            yield
+    # One session, as under the master: the interface starts the consumer as its child.
+    # (Started apart, each would be its own scheduling group, and an interface's
+    # sched_yield would never hand the core to the consumer it waits for.)
+    cmd = [sys.executable, str(ROOT / "tools" / "echo_server.py"), str(port), "--layer", "shm",
+           "--shm-name", f"benchif{os.getpid()}", "--role", "pair", "--max-message-size", "1000000"]
+    # Ready once a request went through the layer and the consumer answered it.
+    with _load.serve(cmd, ready_url=f"http://127.0.0.1:{port}/"):
+        yield
 
 
 @contextlib.contextmanager

@@ -6,7 +6,10 @@ too), and answers every HTTP request with ``200 ok``. The consumer is an asyncio
 on the same loop, reading the same layer as a worker would.
 
 With the shm layer the two halves can run as separate processes, as under the master:
-``--role interface --shm-name N`` in one and ``--role consumer --shm-name N`` in another.
+``--role interface --shm-name N`` in one and ``--role consumer --shm-name N`` in another,
+or ``--role pair``: the interface starts the consumer as its child, in its own session,
+as the master does (the scheduler groups a session's processes: ``sched_yield`` only
+yields to processes of the same group).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -42,7 +46,7 @@ async def echo_consumer(layer: object) -> None:
         await reply(layer, channel, message)
 
 
-def run_blocking_consumer(layer: object) -> int:
+def run_blocking_consumer(layer: object, parent: int | None = None) -> int:
     """The consumer role: a blocking receive loop, as a real worker process runs one.
 
     Blocking receive spins briefly before sleeping, so a worker answering a stream of
@@ -54,6 +58,8 @@ def run_blocking_consumer(layer: object) -> int:
     while not stopping:
         channel, message = layer.receive(CHANNELS, block=True)  # type: ignore[attr-defined]
         if channel is None:
+            if parent is not None and os.getppid() != parent:
+                break  # the pair's interface is gone (killed): do not outlive it
             continue
         out = answer(channel, message)
         if out is None:
@@ -129,13 +135,35 @@ def main() -> int:
     parser.add_argument("--layer", choices=["inmemory", "shm"], default="inmemory")
     parser.add_argument("--max-message-size", type=int, default=16 * 1024 * 1024 + 1024)
     parser.add_argument("--access-log", default=None)
-    parser.add_argument("--role", choices=["both", "interface", "consumer"], default="both")
+    parser.add_argument("--role", choices=["both", "interface", "consumer", "pair"], default="both")
     parser.add_argument("--shm-name", default=None, help="shm segment name shared by the two roles")
+    parser.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)  # set by --role pair
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.role == "consumer":
-        return run_blocking_consumer(make_layer(args.layer, args.max_message_size + 65536, args.shm_name))
+        return run_blocking_consumer(make_layer(args.layer, args.max_message_size + 65536, args.shm_name), args.parent)
+    if args.role == "pair":
+        return run_pair(args)
     return asyncio.run(main_async(args))
+
+
+def run_pair(args: argparse.Namespace) -> int:
+    """The interface here, the blocking consumer as a child process in this session."""
+    if args.layer != "shm":
+        raise SystemExit("--role pair needs --layer shm")
+    args.shm_name = args.shm_name or f"echo{os.getpid()}"
+    consumer = subprocess.Popen([sys.executable, os.path.abspath(__file__), "0", "--layer", "shm",
+                                 "--shm-name", args.shm_name, "--role", "consumer", "--parent", str(os.getpid()),
+                                 "--max-message-size", str(args.max_message_size)])
+    try:
+        return asyncio.run(main_async(args))
+    finally:
+        consumer.terminate()
+        try:
+            consumer.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+            consumer.wait()
 
 
 if __name__ == "__main__":
