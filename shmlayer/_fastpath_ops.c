@@ -78,12 +78,8 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         if (PyErr_Occurred())
             return NULL;
     }
-    const char *name = a.name, *data = a.data;
-    Py_ssize_t nlen = a.nlen, dlen = a.dlen;
-    uint32_t h = a.hash;
-    double expiry = a.expiry;
     PyObject *wake = NULL;
-    int started = start_send(s, dlen, &wake);
+    int started = start_send(s, a.dlen, &wake);
     if (started <= 0)
         return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
     long result = R_SLOW;
@@ -93,7 +89,7 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         result = R_SWEEP;
         goto out;
     }
-    uint32_t i = lookup_chan(s, name, nlen, h, 1);
+    uint32_t i = lookup_chan(s, a.name, a.nlen, a.hash, 1);
     if (s->damaged)
         goto out; /* a broken chain: no store on top of it, recovery first */
     uint32_t queue = 0; /* for a new local entry: the prefix entry it queues on */
@@ -107,10 +103,10 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     } else {
         /* A new entry has room (count 0 < cap); Python creates it when the prefix entry is
          * missing too, when no entry is free without evicting kept ones, or when asked to. */
-        if (cap < 1 || cap > (long)UINT32_MAX || prefix_len < 0 || prefix_len >= nlen || nlen > C_NAME_SIZE)
+        if (cap < 1 || cap > (long)UINT32_MAX || prefix_len < 0 || prefix_len >= a.nlen || a.nlen > C_NAME_SIZE)
             goto out;
         if (prefix_len) {
-            queue = lookup_chan(s, name, prefix_len, prefix_hash, 1);
+            queue = lookup_chan(s, a.name, prefix_len, prefix_hash, 1);
             if (!queue)
                 goto out;
             /* enqueue links behind the prefix entry's own tail: it must queue on itself. */
@@ -127,7 +123,7 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     }
     if (!nodes_available(s, 1))
         goto out;
-    uint32_t order = order_for(dlen), k = 0;
+    uint32_t order = order_for(a.dlen), k = 0;
     uint32_t block = heap_find(s, order, &k);
     if (!block)
         goto out;
@@ -138,14 +134,14 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
             *U32(s, CH(s, queue) + C_REFS) = *U32(s, CH(s, queue) + C_REFS) + 1; /* pin the prefix first */
             CRASH_POINT(s, 11); /* refs is derived: recovery recounts it */
         }
-        create_chan(s, i, name, nlen, h, queue, (uint32_t)cap);
+        create_chan(s, i, a.name, a.nlen, a.hash, queue, (uint32_t)cap);
     }
-    heap_take(s, block, k, order, dlen);
+    heap_take(s, block, k, order, a.dlen);
     CRASH_POINT(s, 1);
-    memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);
+    memcpy((void *)(s->base + block + BLOCK_SIZE), a.data, (size_t)a.dlen);
     result = 0;
     /* A MemoryError while listing waiters leaves the message queued; end_send raises it. */
-    enqueue(s, i, block, now, now + expiry, wake);
+    enqueue(s, i, block, now, now + a.expiry, wake);
 out:
     return end_send(s, result, wake);
 }
@@ -161,19 +157,15 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     double group_expiry = PyFloat_AsDouble(args[4]);
     if (group_expiry == -1.0 && PyErr_Occurred())
         return NULL;
-    const char *data = a.data;
-    Py_ssize_t dlen = a.dlen;
-    uint32_t h = a.hash;
-    double expiry = a.expiry;
     PyObject *wake = NULL;
-    int started = start_send(s, dlen, &wake);
+    int started = start_send(s, a.dlen, &wake);
     if (started <= 0)
         return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
     long result = R_SLOW;
     double now = monotonic_now();
     if (!sweep_is_clean(s, now, 2))
         goto out; /* the Python path sweeps first anyway */
-    uint32_t g = lookup_group(s, a.name, a.nlen, h);
+    uint32_t g = lookup_group(s, a.name, a.nlen, a.hash);
     if (!g) {
         if (!s->damaged)
             result = 0; /* no such group: nothing to do (as the Python path) */
@@ -207,7 +199,7 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     }
     if (!nodes_available(s, needed))
         goto out;
-    uint32_t order = order_for(dlen), k = 0;
+    uint32_t order = order_for(a.dlen), k = 0;
     uint32_t block = heap_find(s, order, &k);
     if (!block)
         goto out;
@@ -215,8 +207,8 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     /* Stores, in send_group's order. */
     *U32(s, ge + G_NSENT) = *U32(s, ge + G_NSENT) + 1;
     *U64(s, H_N_GROUP_SENDS) = *U64(s, H_N_GROUP_SENDS) + 1;
-    heap_take(s, block, k, order, dlen);
-    memcpy((void *)(s->base + block + BLOCK_SIZE), data, (size_t)dlen);
+    heap_take(s, block, k, order, a.dlen);
+    memcpy((void *)(s->base + block + BLOCK_SIZE), a.data, (size_t)a.dlen);
     result = 0;
     for (m = *U32(s, ge + G_MHEAD); m; m = *U32(s, (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE + M_GNEXT)) {
         uint32_t c = *U32(s, (uint64_t)s->member_off + (uint64_t)m * MEMBER_SIZE + M_CHAN);
@@ -225,7 +217,7 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
             *U32(s, e + C_NFULL) = *U32(s, e + C_NFULL) + 1;
             *U64(s, H_N_FULL) = *U64(s, H_N_FULL) + 1;
             *U64(s, H_N_GROUP_SKIPPED) = *U64(s, H_N_GROUP_SKIPPED) + 1;
-        } else if (enqueue(s, c, block, now, now + expiry, wake) < 0) {
+        } else if (enqueue(s, c, block, now, now + a.expiry, wake) < 0) {
             break; /* MemoryError for the wake list: the copies so far are queued */
         }
     }
