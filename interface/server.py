@@ -21,8 +21,8 @@ Policy choices, as in h11's example server:
 - a send the layer refuses with ChannelFull (or cannot make: layer unreachable) is
   retried only where asgi1.md §5 says so, and while a connection has a send waiting,
   its socket is not read (backpressure); a message too large for the layer is refused
-  at once (431 / close 1009), and so is one that fails for any other reason (500 /
-  close 1011: a bug or an unencodable message, logged with its traceback);
+  at once (413 or 431 / close 1009), and so is one that fails for any other reason
+  (500 / close 1011: a bug or an unencodable message, logged with its traceback);
 - SIGTERM drains (stop accepting, in-flight HTTP finishes within graceful_timeout,
   WebSockets close 1001 with a ``websocket.disconnect``); SIGINT/SIGQUIT stop fast;
 - the layer epoch is checked every second: a new epoch means the layer lost its
