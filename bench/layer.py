@@ -348,7 +348,7 @@ def _report(out: dict[str, dict[str, Any]], groups: dict[int, dict[str, Any]], n
         "channel answered by a pong on another (round trip, blocking receive on both sides). "
         f"Messages are a dict holding one bytes value. Section ran in {took:.0f} s.\n",
         "Reading the ratios: a MessageQueue message is one C system call on each side. A layer "
-        "send validates the dict and encodes it with msgpack in Python (about 0.8 µs), then one C "
+        "send checks the dict (in C) and encodes it with msgpack (about 0.5 µs together), then one C "
         "call takes the segment lock (a robust process-shared mutex: one atomic instruction when "
         "free, no system call), finds the channel, checks capacity and expiry, copies the payload "
         "into the segment and links it; a receive is the mirror image. About 1.5 µs per send or "
