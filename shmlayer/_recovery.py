@@ -170,11 +170,11 @@ def _walk_queues_and_rest(store: Store, live_chans: list[int], reach_c: bytearra
         while n:
             w = nw + n * NW
             # The node's own fields only once the index is known to be in the table.
-            ok = 0 < n < nbump and not reach_n[n]
+            ok = 0 < n < nbump and reach_n[n] == 0
             if ok:
                 chan = u32[w + N_CHAN]
                 block = u32[w + N_PAYLOAD]
-                ok = (0 < chan < cbump and reach_c[chan] and u32[cw + chan * CW + C_QUEUE] == q
+                ok = (0 < chan < cbump and reach_c[chan] == 1 and u32[cw + chan * CW + C_QUEUE] == q
                       and heap.valid_block(block))
             if not ok:
                 u32[link_w] = 0
@@ -217,10 +217,10 @@ def _walk_queues_and_rest(store: Store, live_chans: list[int], reach_c: bytearra
         m = u32[link_w]
         while m:
             w = mw + m * MW
-            ok = 0 < m < mbump and not reach_m[m] and u32[w + M_FLAGS] & 1
+            ok = 0 < m < mbump and reach_m[m] == 0 and u32[w + M_FLAGS] & 1 == 1
             if ok:  # as for nodes: the fields only once the index is in the table
                 g, c = u32[w + M_GROUP], u32[w + M_CHAN]
-                ok = (0 < g < gbump and reach_g[g] and 0 < c < cbump and reach_c[c]
+                ok = (0 < g < gbump and reach_g[g] == 1 and 0 < c < cbump and reach_c[c] == 1
                       and u32[w + M_HASH] == member_hash(g, c) and (u32[w + M_HASH] & mmask) == b
                       and (g, c) not in pairs)
             if not ok:
