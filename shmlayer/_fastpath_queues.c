@@ -129,6 +129,10 @@ void free_chan_if_unused(FastPath *s, uint32_t i) {
  * advances only then (otherwise the Python sweep starts from the same place). */
 int sweep_is_clean(FastPath *s, double now, int budget) {
     uint32_t bump = *U32(s, H_CHAN_BUMP);
+    if (bump > s->n_channels) {
+        s->damaged = 1; /* recovery clamps it; the Python sweep would index past the table */
+        return 0;
+    }
     uint32_t cursor = *U32(s, H_SWEEP);
     for (int k = 0; k < budget; k++) {
         cursor++;

@@ -66,6 +66,17 @@ _CASES = {
 """,
     # A heap free-list head outside the heap: the C send does not take it, and the Python
     # redo must not follow it either (it raised IndexError): recovery rebuilds the lists.
+    # The sweep walks entries up to the bump index: one past the table is damage
+    # (recovery clamps it), not a reason for the Python sweep to index past the table.
+    "channel bump index past the table": """
+    layer.send("c", {"n": 0})
+    u32[L.H["chan_bump"] >> 2] = g.n_channels + 5
+    for n in range(1, 9):  # the C send sweeps on every fourth call
+        layer.send("c", {"n": n})
+    assert [layer.receive(["c"])[1]["n"] for _ in range(9)] == list(range(9))
+    assert layer.stats()["global"]["recoveries"] == 1
+    assert layer.verify() == []
+""",
     "heap free-list head out of range": """
     layer.send("c", {"n": 0})
     free_w = L.H["heap_free"] >> 2
