@@ -135,7 +135,8 @@ def run() -> str:
     lines = [
         "## Interface server\n",
         "The protocol server alone, with a trivial application: shmchannels' interface process and a "
-        "consumer process exchanging every message through the shared-memory layer, beside uvicorn "
+        "consumer process exchanging every message through the shared-memory layer (the consumer is the "
+        "interface's child, one session as under the master), beside uvicorn "
         "(`--http h11 --ws wsproto`, one process) answering in-process. Same machine, same run. "
         f"HTTP: wrk, {HTTP_CONNECTIONS} connections, {HTTP_SECONDS} s. WebSocket: asyncio clients in the "
         "benchmark process doing sequential round trips (the client shares the 2 cores); every socket is "
