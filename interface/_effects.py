@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Sequence
 
 import h11
 
-__all__ = ["AccessRecord", "ConnInfo", "LayerSend", "OnFull", "Refusal", "Upgrade"]
+__all__ = ["AccessRecord", "CancelSends", "ConnInfo", "LayerSend", "OnFull", "Refusal", "Upgrade"]
 
 
 class OnFull(Enum):
@@ -59,6 +59,17 @@ class LayerSend(NamedTuple):
     message: dict[str, Any]
     on_full: OnFull
     retry_for: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSends:
+    """Forget every send to ``channel`` still waiting for room: nobody will read it.
+
+    Attributes:
+        channel: full channel name (a request's body channel once its response started).
+    """
+
+    channel: str
 
 
 @dataclass(frozen=True, slots=True)

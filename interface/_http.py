@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 import h11
 
 from . import _asgi1
-from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
+from ._effects import AccessRecord, CancelSends, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
 from ._lifecycle import ConnectionCore
 from ._options import BODY_CHUNK_SIZE, Options
 
@@ -434,9 +434,13 @@ class HTTPConnection(ConnectionCore[HTTPState]):
             log.error("invalid response headers from the application for %s %s: %s", self._method, self._path, exc)
             self._fail(500, b"Internal Server Error", notify=True)
             return
-        if self._life.state is HTTPState.STREAMING:
-            assert self._body_channel is not None  # streaming means the body has a channel
-            self._effects.append(LayerSend(self._body_channel, _asgi1.body_closed(), OnFull.DROP))
+        if self._body_channel is not None:
+            # The application answers: body chunks still waiting for room in a channel it
+            # did not drain will never be read (without this they were retried for up to
+            # http_timeout after the response).
+            self._effects.append(CancelSends(self._body_channel))
+            if self._life.state is HTTPState.STREAMING:
+                self._effects.append(LayerSend(self._body_channel, _asgi1.body_closed(), OnFull.DROP))
         self._life.fire("respond")
         self._status = reply.status
         self._no_body = no_body

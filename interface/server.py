@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable
 from shmlayer.contract import ChannelFull, MessageTooLarge, random_suffix
 
 from ._accesslog import AccessLog
-from ._effects import AccessRecord, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
+from ._effects import AccessRecord, CancelSends, ConnInfo, LayerSend, OnFull, Refusal, Upgrade
 from ._http import HTTPConnection
 from ._options import Options
 from ._receiver import ReplyReceiver
@@ -192,6 +192,8 @@ class _Connection(asyncio.BufferedProtocol):
                     self.server.access_log.write(effect)
                 elif kind is Upgrade:
                     self._upgrade(effect)
+                elif kind is CancelSends:
+                    self._cancel_sends(effect.channel)
             core = self.core  # an Upgrade replaced it
             effects = core.pop_effects()
         transport = self.transport
@@ -269,6 +271,17 @@ class _Connection(asyncio.BufferedProtocol):
         if send.channel in _ANSWERED:
             self.server.receiver.expect()
         return None
+
+    def _cancel_sends(self, channel: str) -> None:
+        kept = collections.deque(send for send in self._pending if send.channel != channel)
+        if len(kept) == len(self._pending):
+            return
+        if kept and kept[0] is not self._pending[0]:
+            self._pending_since = time.monotonic()  # a new head waits from now
+        self._pending = kept
+        if not kept and self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
 
     def _schedule_retry(self, delay: float) -> None:
         self._retry_handle = asyncio.get_running_loop().call_later(delay, self._retry, delay)

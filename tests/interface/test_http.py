@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interface._effects import OnFull, Refusal, Upgrade
+from interface._effects import CancelSends, LayerSend, OnFull, Refusal, Upgrade
 from interface._http import HTTPState
 from interface._lifecycle import Lifecycle, LocalProtocolError
 from interface._options import BODY_CHUNK_SIZE
@@ -168,6 +168,22 @@ def test_refused_body_chunk_answers_and_tells_the_application(refusal, status):
     assert parse_responses(core.pop_data())[0][0] == status
     assert [s.channel for s in sends_of(core) if s.channel == "http.disconnect"] == ["http.disconnect"]
     assert core.closed
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["mid-upload", "after-the-upload"])
+def test_answering_forgets_body_chunks_still_waiting(whole):
+    core, _ = http_core()
+    size = 3 * BODY_CHUNK_SIZE
+    core.receive_data(request("POST", headers=[("Content-Length", str(size))]))
+    core.receive_data(b"x" * (size if whole else 2 * BODY_CHUNK_SIZE + 10))
+    first, *_ = sends_of(core)
+    body_channel = first.message["body_channel"]
+    core.handle_reply(core.reply_local, {"status": 200, "content": b"ok"})
+    effects = core.pop_effects()
+    assert effects[0] == CancelSends(body_channel)
+    closed = [e for e in effects if isinstance(e, LayerSend) and e.channel == body_channel]
+    # Mid-upload the application is also told the body ends here; after it, it was told already.
+    assert [(s.message["closed"], s.on_full) for s in closed] == ([] if whole else [(True, OnFull.DROP)])
 
 
 def test_client_leaving_mid_upload_closes_body_channel_and_sends_disconnect():

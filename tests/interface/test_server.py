@@ -188,6 +188,26 @@ def test_a_closed_marker_meeting_a_full_body_channel_is_dropped_alone(serve):
     assert layer.receive([body]) == (None, None)  # the closed marker met a full channel
 
 
+def test_body_chunks_still_waiting_are_dropped_once_the_application_answers(serve):
+    # The application answers without reading the upload: the chunk waiting for room in
+    # its body channel is forgotten at once, not retried for http_timeout after the response.
+    layer = InMemoryChannelLayer(channel_capacity={"http.request.body*": 1})
+    running, _ = serve(layer=layer, consumer=False)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * BODY_CHUNK_SIZE))
+        sock.sendall(b"x" * (3 * BODY_CHUNK_SIZE + 10))  # one chunk in the request, one in the channel, one waiting
+        wait_until(lambda: layer.channel_statistics("http.request")["messages_pending"] == 1)
+        _, request = layer.receive(["http.request"])
+        body = request["body_channel"]
+        wait_until(lambda: layer.channel_statistics(body)["messages_pending"] == 1)
+        time.sleep(0.1)  # the third chunk is waiting for room now
+        layer.send(request["reply_channel"], {"status": 413, "content": b"no thanks"})
+        assert raw_until_closed(sock).startswith(b"HTTP/1.1 413 ")
+    assert layer.receive([body])[1]["content"] == b"x" * BODY_CHUNK_SIZE  # room for a retry now...
+    time.sleep(0.3)
+    assert layer.receive([body]) == (None, None)  # ...but the waiting chunk was forgotten
+
+
 def test_chunked_upload_with_expect_continue(serve):
     running, _ = serve()
     head = (b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
