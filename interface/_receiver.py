@@ -31,8 +31,10 @@ three ways of waiting, cheapest wake-up first:
 Every poll goes through the event loop (``sleep(0)`` runs every ready callback and a
 zero-timeout ``epoll``), so no connection waits for the receiver, and a poll that found
 nothing first yields the core (``sched_yield``) to any process waiting for it: a spin
-never competes with the worker it waits for. On an idle server nothing polls. Layers without ``receive_batch`` (no cheap non-blocking look) only sleep
-and drain.
+never competes with the worker it waits for (the master's children share a session,
+hence a scheduling group, which is where a yield reaches). On an idle server nothing
+polls. Layers without ``receive_batch`` (no cheap non-blocking look) only sleep and
+drain.
 """
 
 from __future__ import annotations
