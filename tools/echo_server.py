@@ -7,7 +7,7 @@ on the same loop, reading the same layer as a worker would.
 
 With the shm layer the two halves can run as separate processes, as under the master:
 ``--role interface --shm-name N`` in one and ``--role consumer --shm-name N`` in another,
-or ``--role pair``: the interface starts the consumer as its child, in its own session,
+or ``--role pair``: the interface starts the consumer as its child, in the same session,
 as the master does (the scheduler groups a session's processes: ``sched_yield`` only
 yields to processes of the same group).
 """
