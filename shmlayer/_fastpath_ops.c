@@ -29,20 +29,27 @@ static int parse_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs, Py_s
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* The start both sends share: a wake list and the lock. 1: entered (the lock held, the
- * dirty word clear); 0: go the Python way (too big for the fast path, or dirty); -1 error. */
-static int start_send(FastPath *s, Py_ssize_t dlen, PyObject **wake) {
-    if (dlen > 0xFFFFFFF0)
-        return 0;
-    *wake = PyList_New(0);
-    if (*wake == NULL)
-        return -1;
+/* The start both sends share: a wake list, the lock and the clock. Returns the wake list
+ * with the lock held and the dirty word clear; or NULL with ``*early`` set to what the
+ * caller returns: SLOW (too big for the fast path, or dirty) or NULL (an error). */
+static PyObject *start_send(FastPath *s, Py_ssize_t dlen, double *now, PyObject **early) {
+    *early = NULL;
+    if (dlen > 0xFFFFFFF0) {
+        *early = PyLong_FromLong(R_SLOW);
+        return NULL;
+    }
+    PyObject *wake = PyList_New(0);
+    if (wake == NULL)
+        return NULL;
     int entered = enter(s);
     if (entered) {
-        Py_CLEAR(*wake);
-        return entered < 0 ? -1 : 0;
+        Py_DECREF(wake);
+        if (entered > 0)
+            *early = PyLong_FromLong(R_SLOW);
+        return NULL;
     }
-    return 1;
+    *now = monotonic_now();
+    return wake;
 }
 
 /* The end both sends share: unlock, then the wake list if a message went out and found
@@ -78,12 +85,12 @@ PyObject *fp_send(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
         if (PyErr_Occurred())
             return NULL;
     }
-    PyObject *wake = NULL;
-    int started = start_send(s, a.dlen, &wake);
-    if (started <= 0)
-        return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
+    PyObject *early;
+    double now;
+    PyObject *wake = start_send(s, a.dlen, &now, &early);
+    if (wake == NULL)
+        return early;
     long result = R_SLOW;
-    double now = monotonic_now();
     /* Every decision first, reads only. */
     if (!(++s->ops & 3u) && !sweep_is_clean(s, now, 8)) {
         result = R_SWEEP;
@@ -157,12 +164,12 @@ PyObject *fp_send_group(FastPath *s, PyObject *const *args, Py_ssize_t nargs) {
     double group_expiry = PyFloat_AsDouble(args[4]);
     if (group_expiry == -1.0 && PyErr_Occurred())
         return NULL;
-    PyObject *wake = NULL;
-    int started = start_send(s, a.dlen, &wake);
-    if (started <= 0)
-        return started < 0 ? NULL : PyLong_FromLong(R_SLOW);
+    PyObject *early;
+    double now;
+    PyObject *wake = start_send(s, a.dlen, &now, &early);
+    if (wake == NULL)
+        return early;
     long result = R_SLOW;
-    double now = monotonic_now();
     if (!sweep_is_clean(s, now, 2))
         goto out; /* the Python path sweeps first anyway */
     uint32_t g = lookup_group(s, a.name, a.nlen, a.hash);
