@@ -548,20 +548,21 @@ class ShmChannelLayer(BaseChannelLayer):
             SegmentFull: no room left in the group or membership tables.
         """
         validate_group_name(group)
-        cname, ch, cap, _, _ = self._send_target(channel)
+        target = self._send_target(channel)
         gname = group.encode("ascii")
         store = self._current()
-        status = self._locked(store, store.group_add, gname, name_hash(gname), cname, ch, _monotonic(), cap)
+        status = self._locked(store, store.group_add, gname, name_hash(gname), target.name, target.hash,
+                              _monotonic(), target.cap)
         if status == NOSPACE:
             raise SegmentFull(f"channel layer segment {self.segment_name!r} has no room for another membership")
 
     def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group`` if it is a member."""
         validate_group_name(group)
-        cname, ch, _, _, _ = self._send_target(channel)
+        target = self._send_target(channel)
         gname = group.encode("ascii")
         store = self._current()
-        self._locked(store, store.group_discard, gname, name_hash(gname), cname, ch)
+        self._locked(store, store.group_discard, gname, name_hash(gname), target.name, target.hash)
 
     def group_channels(self, group: str) -> list[str]:
         """Names of the channels in ``group`` whose membership has not expired."""
