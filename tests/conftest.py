@@ -10,13 +10,9 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-# One starter for tests and benchmarks (bench/redis_server.py). tests/layers/test_redis.py
-# imports _free_port and _redis_answers from here for the servers it starts itself.
+# One starter for tests and benchmarks (bench/redis_server.py).
 from bench import redis_server as _redis  # noqa: E402
 from bench.redis_server import RedisServer, RedisServerError  # noqa: E402
-
-_free_port = _redis.free_port
-_redis_answers = _redis.redis_answers
 
 
 @pytest.fixture(scope="session")

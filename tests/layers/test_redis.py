@@ -29,7 +29,7 @@ import redis
 from channels.layers._redis_shards import shard_index
 from channels.layers.redis import RedisChannelLayer, RedisLayerConnectionError
 from shmlayer.contract import ChannelFull
-from tests.conftest import _free_port, _redis_answers
+from bench.redis_server import free_port, redis_answers
 
 pytestmark = pytest.mark.redis
 
@@ -68,7 +68,7 @@ def _keys(server: Any, prefix: str, db: int = 0) -> list[str]:
 def own_redis(*extra: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A redis-server only this test uses (so it may stop, freeze or fill it); stopped by pid."""
     workdir = tempfile.mkdtemp(prefix="shmchannels-redis-t-")
-    port = _free_port()
+    port = free_port()
     proc = start_redis(port, workdir, *extra)
     try:
         yield port, proc
@@ -84,7 +84,7 @@ def start_redis(port: int, workdir: str, *extra: str) -> subprocess.Popen[bytes]
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while not _redis_answers(port):
+    while not redis_answers(port):
         assert proc.poll() is None and time.monotonic() < deadline, "test redis-server did not start"
         time.sleep(0.05)
     return proc
@@ -329,7 +329,7 @@ def test_async_waiters_use_no_threads(make: Any) -> None:
 
 
 def test_unreachable_redis_is_a_clear_connection_error() -> None:
-    layer = RedisChannelLayer(hosts=[("127.0.0.1", _free_port())], connect_timeout=0.5)
+    layer = RedisChannelLayer(hosts=[("127.0.0.1", free_port())], connect_timeout=0.5)
     with pytest.raises(ConnectionError, match="unreachable"):
         layer.send("x.test", {})
     with pytest.raises(RedisLayerConnectionError):
@@ -345,7 +345,7 @@ def test_unreachable_redis_is_a_clear_connection_error() -> None:
 
 def test_restart_gives_error_then_reconnects_with_new_epoch() -> None:
     workdir = tempfile.mkdtemp(prefix="shmchannels-redis-t-")
-    port = _free_port()
+    port = free_port()
     proc = start_redis(port, workdir)
     try:
         layer = RedisChannelLayer(hosts=[("127.0.0.1", port)], connect_timeout=0.5)
